@@ -1,0 +1,1 @@
+"""AMQP consumers: decode, validate, write to the ledger, ack or dead-letter."""

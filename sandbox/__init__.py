@@ -1,0 +1,1 @@
+"""A Bland API simulator for tests, benchmarks, the demo and users' staging."""

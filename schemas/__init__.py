@@ -1,0 +1,1 @@
+"""Message and event contracts: Bland call and batch bodies, the request envelope, events."""

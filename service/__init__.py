@@ -1,0 +1,1 @@
+"""The bland-dialer service: ledger, dispatcher, outcomes, outbox relay, HTTP app, CLI."""

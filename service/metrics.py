@@ -1,0 +1,88 @@
+"""Prometheus metrics (prefix `dialer_`) on a registry the composition root injects."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BLAND_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric of the service, registered on one registry (tests pass their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests_consumed = Counter(
+            "dialer_requests_consumed_total",
+            "Requests consumed from the broker, by kind and outcome "
+            "(accepted, duplicate, rejected, dead_lettered, canceled).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.calls_dialed = Counter(
+            "dialer_calls_dialed_total",
+            "Dial attempts by result (queued, failed, throttled, transient, unknown).",
+            ["result"],
+            registry=r,
+        )
+        self.bland_request_seconds = Histogram(
+            "dialer_bland_request_seconds",
+            "Latency of requests to Bland's API, by endpoint and status class.",
+            ["endpoint", "status"],
+            buckets=_BLAND_BUCKETS_S,
+            registry=r,
+        )
+        self.call_outcomes = Counter(
+            "dialer_call_outcomes_total",
+            "Final outcomes recorded, by state and Bland status.",
+            ["state", "status"],
+            registry=r,
+        )
+        self.active_calls = Gauge(
+            "dialer_active_calls", "Calls holding a concurrency slot (dialing or live).", registry=r
+        )
+        self.backlog = Gauge(
+            "dialer_backlog", "Requests in the ledger by state.", ["state"], registry=r
+        )
+        self.limit_waits = Counter(
+            "dialer_limit_waits_total",
+            "Times a due request waited on a limit (concurrency, rate, bland_429).",
+            ["limit"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "dialer_outbox_pending",
+            "Events written but not yet confirmed by the broker.",
+            registry=r,
+        )
+        self.events_published = Counter(
+            "dialer_events_published_total",
+            "Events confirmed by the broker, by type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "dialer_webhooks_total",
+            "Webhooks received, by result (accepted, replay, bad_signature, unknown_call, invalid).",
+            ["result"],
+            registry=r,
+        )
+        self.compliance_blocks = Counter(
+            "dialer_compliance_blocks_total",
+            "Calls blocked by compliance, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "dialer_dead_letters_total",
+            "Messages sent to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.reconciliations = Counter(
+            "dialer_reconciliations_total",
+            "Unknown dial outcomes reconciled, by result (matched, unresolved, pending).",
+            ["result"],
+            registry=r,
+        )

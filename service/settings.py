@@ -1,0 +1,141 @@
+"""The one settings object, read from `DIALER_*` variables (and secret files) once at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "DIALER_"
+SECRET_FIELDS = ("bland_api_key", "webhook_secret", "amqp_url", "database_url")
+
+
+def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
+    """Fill a secret from `DIALER_<NAME>_FILE` (the Kubernetes/Docker secret-file convention)."""
+    for name in SECRET_FIELDS:
+        path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+        if path and values.get(name) is None:
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc}"
+                ) from exc
+    return values
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; built once and passed explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Connections
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    database_url: SecretStr | None = None
+    data_dir: Path = Path("./var")
+    prefix: str = Field("dialer", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Bland
+    bland_api_key: SecretStr | None = None
+    bland_base_url: str = "https://api.bland.ai"
+    bland_connect_timeout_s: float = Field(3.0, gt=0)
+    bland_read_timeout_s: float = Field(15.0, gt=0)
+    bland_pool_size: int = Field(32, ge=1, le=1024)
+
+    # Webhooks (ours)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
+    # HTTP app
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container service listens on every interface
+    http_port: int = Field(8080, ge=0, le=65535)
+
+    # Consumer
+    prefetch: int = Field(64, ge=1, le=10_000)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    delivery_limit: int = Field(5, ge=1, le=1000)
+
+    # Admission (the first, simple limits; the limits issue extends these)
+    max_concurrent_calls: int = Field(10, ge=1)
+    max_calls_per_second: float = Field(1.0, gt=0)
+    slot_lease_s: float = Field(4 * 3600.0, gt=0)
+
+    # Dispatcher / outcomes
+    dispatch_batch_size: int = Field(32, ge=1, le=1000)
+    dispatch_idle_s: float = Field(0.2, gt=0)
+    retry_backoff_base_s: float = Field(1.0, gt=0)
+    retry_backoff_max_s: float = Field(60.0, gt=0)
+    max_transient_retries: int = Field(8, ge=0)
+    outcome_overdue_s: float = Field(120.0, gt=0)
+    poll_interval_s: float = Field(15.0, gt=0)
+    reconcile_grace_s: float = Field(300.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    publisher_webhook_timeout_s: float = Field(5.0, gt=0)
+
+    # Outbox relay
+    outbox_batch_size: int = Field(256, ge=1, le=10_000)
+    outbox_idle_s: float = Field(0.05, gt=0)
+
+    # Lifecycle
+    migrate_on_start: bool = True
+    shutdown_grace_s: float = Field(25.0, gt=0)
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(dict(data)) if isinstance(data, dict) else data
+
+    @field_validator("bland_base_url")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError("must be an http(s) URL, e.g. https://api.bland.ai")
+        return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL that Bland can reach")
+        return value
+
+    @property
+    def database_dsn(self) -> str:
+        """The SQLAlchemy URL; an SQLite file under `data_dir` when none is configured."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'dialer.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the ledger is the embedded SQLite file."""
+        return self.database_dsn.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError naming each bad `DIALER_*` variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"]) or "settings"
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
