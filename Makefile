@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test test-unit test-integration demo lint typecheck schema asyncapi-check bench services clean
+readme: install  ## regenerate the README's contract and configuration sections
+	$(BIN)/python -m service.readme
+
+.PHONY: readme install test test-unit test-integration demo lint typecheck schema asyncapi-check bench services clean
 
 install: $(STAMP)
 

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import datetime, time
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,6 +45,18 @@ class DialerOptions(BaseModel):
     recipient_timezone: str | None = Field(
         None, description="IANA zone of the recipient when the number's zone is unknown."
     )
+
+    @field_validator("recipient_timezone")
+    @classmethod
+    def _iana_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"dialer.recipient_timezone: unknown IANA time zone {value!r}"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _expiry_after_start(self) -> DialerOptions:
@@ -87,6 +100,11 @@ class Envelope(BaseModel):
         if not _REQUEST_ID_RE.match(value):
             raise ValueError("message_id must be 1 to 128 printable ASCII characters")
         return value
+
+
+def is_valid_request_id(value: str) -> bool:
+    """True for 1 to 128 printable ASCII characters (what a `message_id` may be)."""
+    return bool(_REQUEST_ID_RE.match(value))
 
 
 def content_request_id(kind: str, body: bytes) -> str:
