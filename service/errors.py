@@ -14,9 +14,12 @@ class ConfigError(DialerError):
 class PermanentError(DialerError):
     """The request can never succeed as sent: reject it, never retry."""
 
-    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, errors: list[str] | None = None, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.errors = errors or [message]
+        self.http_status = http_status
 
 
 class TransientError(DialerError):
@@ -29,6 +32,15 @@ class ThrottledError(TransientError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class AccountError(TransientError):
+    """The far side refused our account (bad key, no balance, flagged): nothing was placed,
+    and no request can succeed until a human acts; pause everything, keep requests pending."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class UnknownOutcomeError(DialerError):

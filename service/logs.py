@@ -28,6 +28,7 @@ _SECRET_KEYS = frozenset(
 _PHONE_KEYS = frozenset(
     {"phone_number", "phone", "to", "from", "to_number", "from_number", "transfer_phone_number"}
 )
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
@@ -49,6 +50,8 @@ def mask_text(text: str) -> str:
 
 
 def _looks_like_phone(candidate: str) -> bool:
+    if _DATE_RE.match(candidate):
+        return False
     digits = sum(ch.isdigit() for ch in candidate)
     return 7 <= digits <= 15
 

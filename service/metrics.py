@@ -86,3 +86,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.webhook_relays = Counter(
+            "dialer_webhook_relays_total",
+            "Bland webhooks relayed to a publisher's own webhook, by result (delivered, "
+            "refused, error). Best effort: never retried, never delays Bland's 200.",
+            ["result"],
+            registry=r,
+        )
+        self.events_unroutable = Counter(
+            "dialer_events_unroutable_total",
+            "Events the broker returned as unroutable, by target (events: no queue bound; "
+            "reply_to: the publisher's reply queue is missing). Marked sent, not retried.",
+            ["target"],
+            registry=r,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -139,3 +140,56 @@ def load_settings(**overrides: Any) -> Settings:
             field = ".".join(str(part) for part in err["loc"]) or "settings"
             lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+
+
+_DESCRIPTIONS: dict[str, str] = {
+    "amqp_url": "RabbitMQ URL (amqp:// or amqps://).",
+    "database_url": "Ledger URL: `postgresql+asyncpg://...` for replicas; unset = SQLite file in the data dir.",
+    "data_dir": "Where the embedded SQLite ledger lives.",
+    "prefix": "Name prefix of every exchange and queue (`dialer.requests`, `dialer.events`, `dialer.dead`).",
+    "bland_api_key": "Bland API key, sent as `Authorization`.",
+    "bland_base_url": "Bland API base URL (the sandbox's URL in tests and staging).",
+    "bland_connect_timeout_s": "Connect timeout to Bland; a connect failure is retried (nothing was sent).",
+    "bland_read_timeout_s": "Read timeout to Bland; a timeout after sending is an unknown outcome (reconciled, never redialed).",
+    "bland_pool_size": "Connections kept to Bland.",
+    "webhook_url": "This service's public `/webhooks/bland` URL, sent to Bland as each call's `webhook`; unset = outcomes by polling.",
+    "webhook_secret": "Bland's webhook signing secret (HMAC-SHA256 over the raw body).",
+    "http_host": "HTTP listen address (health, metrics, webhooks).",
+    "http_port": "HTTP listen port.",
+    "prefetch": "Unacked deliveries per consumer; requests are acked right after the ledger commit.",
+    "max_body_bytes": "Larger request bodies are dead-lettered unread.",
+    "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
+    "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
+    "max_calls_per_second": "Dials started per second, across all replicas.",
+    "slot_lease_s": "A concurrency slot whose outcome never arrives is freed after this long.",
+    "dispatch_batch_size": "Rows claimed per dispatcher round.",
+    "dispatch_idle_s": "Dispatcher sleep when nothing is due.",
+    "retry_backoff_base_s": "First retry delay after a 429 or a connection failure.",
+    "retry_backoff_max_s": "Longest retry delay.",
+    "max_transient_retries": "Retries after connection failures before `call.failed` (429s do not count).",
+    "outcome_overdue_s": "Poll Bland for a call's outcome when no webhook came this long after `max_duration`.",
+    "poll_interval_s": "How often overdue calls are polled.",
+    "reconcile_grace_s": "An unknown dial outcome not found at Bland within this time becomes `call.unresolved`.",
+    "reconcile_interval_s": "How often unknown outcomes are reconciled.",
+    "publisher_webhook_timeout_s": "Timeout when relaying Bland's webhook to a publisher's own `webhook`.",
+    "outbox_batch_size": "Events published per relay round.",
+    "outbox_idle_s": "Relay sleep when the outbox is empty.",
+    "migrate_on_start": "Run the ledger migrations at start-up.",
+    "shutdown_grace_s": "SIGTERM drains in-flight work within this time.",
+    "log_level": "DEBUG, INFO, WARNING or ERROR.",
+    "log_format": "`json`, `console`, or `auto` (console on a terminal).",
+}
+
+
+def settings_markdown() -> str:
+    """The configuration table of the README, generated from the Settings fields."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = re.sub(r":[^:@/]+@", ":***@", default.get_secret_value())
+        shown = "unset" if default is None else f"`{default}`"
+        secret = " Readable from a file: `_FILE`." if name in SECRET_FIELDS else ""
+        meaning = field.description or _DESCRIPTIONS.get(name, "")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {meaning}{secret} |")
+    return "\n".join(rows) + "\n"

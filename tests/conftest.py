@@ -17,6 +17,8 @@ import aio_pika
 import asyncpg
 import pytest
 
+pytest_plugins = ["tests.support.sandbox"]
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 HOW_TO_GET_A_BROKER = (

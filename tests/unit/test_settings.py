@@ -67,3 +67,9 @@ def test_the_configuration_table_lists_every_setting_without_secrets() -> None:
     assert "`DIALER_MAX_CONCURRENT_CALLS`" in table
     assert "guest:***@" in table
     assert "guest:guest" not in table
+
+
+def test_every_setting_is_described_in_the_configuration_table() -> None:
+    for line in settings_markdown().splitlines()[2:]:
+        meaning = line.rsplit("|", 2)[-2].strip()
+        assert meaning, f"setting without a description: {line}"
