@@ -1,0 +1,169 @@
+"""The dispatcher's side: what a dial attempt led to."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+
+from schemas.events import CallFailed, CallSuppressed
+from service.ledger.announcements import event_ids, to_json
+from service.ledger.base import LedgerBase
+from service.ledger.records import Claim
+from service.states import State
+from service.tables import attempts, requests
+
+
+class Attempts(LedgerBase):
+    """Results of dial attempts."""
+
+    async def record_queued(self, claim: Claim, call_id: str, now: datetime) -> bool:
+        """dialing -> queued with Bland's call_id (+ call.queued); False if the claim is stale.
+
+        An `unknown` row of the same attempt is accepted too: the sweeper may have moved a slow
+        dispatcher's row before its answer arrived.
+        """
+        async with self._write() as conn:
+            row = await self._lock(conn, requests.c.request_id == claim.request_id)
+            if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
+                return False
+            if row.state not in (State.DIALING, State.UNKNOWN):
+                return False
+            await self._to_queued(conn, row, call_id, now, reconciled=False)
+            return True
+
+    async def record_dial_failed(
+        self,
+        claim: Claim,
+        *,
+        http_status: int | None,
+        message: str,
+        errors: list[str],
+        now: datetime,
+    ) -> None:
+        """dialing -> failed (Bland refused the request) + call.failed; releases the slot."""
+        async with self._write() as conn:
+            row = await self._lock_claimed(conn, claim)
+            if row is None:
+                return
+            ev = CallFailed(
+                **event_ids(row, now),
+                stage="dial",
+                http_status=http_status,
+                error_message=message,
+                errors=errors,
+            )
+            await self._move(
+                conn, row, State.FAILED, now, ev, reason=message[:255], errors=to_json(errors)
+            )
+            await self._finish_attempt(
+                conn,
+                claim.request_id,
+                claim.attempt_no,
+                now,
+                result="failed",
+                http_status=http_status,
+                error=message,
+            )
+
+    async def record_retry(
+        self,
+        claim: Claim,
+        *,
+        not_before: datetime,
+        throttled: bool,
+        error: str,
+        now: datetime,
+        max_transient_retries: int,
+    ) -> str:
+        """dialing -> pending (nothing was sent), or failed beyond the retry budget; the new state.
+
+        Throttling (429) never spends the budget. Returns the row's state when the claim is stale.
+        """
+        async with self._write() as conn:
+            row = await self._lock_claimed(conn, claim)
+            if row is None:
+                current = await self._lock(conn, requests.c.request_id == claim.request_id)
+                return current.state if current is not None else ""
+            retries = row.transient_retries + (0 if throttled else 1)
+            result = "throttled" if throttled else "transient"
+            await self._finish_attempt(
+                conn, claim.request_id, claim.attempt_no, now, result=result, error=error
+            )
+            if retries > max_transient_retries:
+                message = f"gave up after {retries} transient failures: {error}"
+                ev = CallFailed(**event_ids(row, now), stage="dial", error_message=message)
+                await self._move(
+                    conn, row, State.FAILED, now, ev, transient_retries=retries, reason=error[:255]
+                )
+                return State.FAILED.value
+            await self._move(
+                conn,
+                row,
+                State.PENDING,
+                now,
+                None,
+                transient_retries=retries,
+                not_before=not_before,
+                lease_owner=None,
+                lease_until=None,
+            )
+            return State.PENDING.value
+
+    async def record_unknown(
+        self, claim: Claim, *, error: str, now: datetime, check_after_s: float = 0.0
+    ) -> None:
+        """dialing -> unknown: never redialed; keeps its slot; the reconciler checks it."""
+        async with self._write() as conn:
+            row = await self._lock_claimed(conn, claim)
+            if row is None:
+                return
+            await self._move(
+                conn,
+                row,
+                State.UNKNOWN,
+                now,
+                None,
+                next_check_at=now + timedelta(seconds=check_after_s),
+                reason=error[:255],
+            )
+            await self._finish_attempt(
+                conn, claim.request_id, claim.attempt_no, now, result="unknown", error=error
+            )
+
+    async def record_suppressed(
+        self, claim: Claim, *, reason: str, rule: str | None, now: datetime
+    ) -> None:
+        """dialing -> suppressed (compliance said no at dial time) + call.suppressed."""
+        async with self._write() as conn:
+            row = await self._lock_claimed(conn, claim)
+            if row is None:
+                return
+            ev = CallSuppressed(**event_ids(row, now), reason=reason, rule=rule)
+            await self._move(conn, row, State.SUPPRESSED, now, ev, reason=reason[:255])
+            await self._finish_attempt(
+                conn, claim.request_id, claim.attempt_no, now, result="suppressed", error=reason
+            )
+
+    async def record_deferred(self, claim: Claim, *, not_before: datetime, now: datetime) -> None:
+        """dialing -> pending until `not_before` without dialing: the attempt is undone.
+
+        For a closed calling window found at dial time: no call was placed, so the attempt
+        neither counts against the rate nor takes an attempt number.
+        """
+        async with self._write() as conn:
+            row = await self._lock_claimed(conn, claim)
+            if row is None:
+                return
+            await conn.execute(delete(attempts).where(attempts.c.id == claim.attempt_id))
+            await self._move(
+                conn,
+                row,
+                State.PENDING,
+                now,
+                None,
+                attempts=row.attempts - 1,
+                not_before=not_before,
+                lease_owner=None,
+                lease_until=None,
+            )

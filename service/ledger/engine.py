@@ -1,0 +1,85 @@
+"""The ledger's database engine: SQLite (WAL, explicit write lock) or PostgreSQL; error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.errors import StoreUnavailableError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(dsn: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine for the ledger: SQLite (WAL, explicit write locks) or PostgreSQL."""
+    url = make_url(dsn)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        isolation_level="READ COMMITTED",
+        connect_args={"timeout": 10, "command_timeout": 30},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, busy timeout, foreign keys; BEGIN IMMEDIATE so the single writer is explicit."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a request is acked once committed, so a commit must survive a power loss.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        readonly = conn.get_execution_options().get("ledger_readonly", False)
+        conn.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
+
+
+# PostgreSQL's "try again" codes: serialization failure, deadlock detected.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | OSError):
+        return True
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return exc.connection_invalidated or sqlstate in _RETRY_SQLSTATES
+    return False
+
+
+@asynccontextmanager
+async def mapped_errors() -> AsyncIterator[None]:
+    """Turn "the database cannot be reached" into StoreUnavailableError; other errors pass."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise StoreUnavailableError(f"ledger unavailable: {type(exc).__name__}: {exc}") from exc
+        raise

@@ -1,0 +1,235 @@
+"""The consumer's side of the ledger: accept, reject, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.events import (
+    BatchAccepted,
+    BatchRejected,
+    CallAccepted,
+    CallCanceled,
+    CallRejected,
+    Event,
+)
+from service.ledger.announcements import event_ids, reannounce, to_json
+from service.ledger.base import LedgerBase
+from service.ledger.records import Accepted, CancelResult, NewCall
+from service.states import State
+from service.tables import requests
+
+
+class Intake(LedgerBase):
+    """Requests coming in from the bus."""
+
+    async def accept_calls(self, calls: Sequence[NewCall], now: datetime) -> list[Accepted]:
+        """Write new requests as pending (+ call.accepted); re-announce duplicates, change nothing."""
+        if not calls:
+            return []
+        return await self._retrying(lambda conn: self._accept(conn, calls, now))
+
+    async def accept_batch(
+        self,
+        *,
+        batch_request_id: str,
+        correlation_id: str | None,
+        reply_to: str | None,
+        calls: Sequence[NewCall],
+        now: datetime,
+    ) -> list[Accepted]:
+        """accept_calls for the recipients of one batch request, plus its batch.accepted event.
+
+        A batch whose recipients are all known already is re-announced with duplicate=true.
+        """
+
+        async def accept(conn: AsyncConnection) -> list[Accepted]:
+            accepted = await self._accept(conn, calls, now)
+            ev = BatchAccepted(
+                request_id=batch_request_id,
+                correlation_id=correlation_id,
+                batch_request_id=batch_request_id,
+                occurred_at=now,
+                recipients=len(calls),
+                duplicate=bool(accepted) and all(a.duplicate for a in accepted),
+            )
+            await self._emit(conn, [(ev, correlation_id, reply_to)], now)
+            return accepted
+
+        return await self._retrying(accept)
+
+    async def _accept(
+        self, conn: AsyncConnection, calls: Sequence[NewCall], now: datetime
+    ) -> list[Accepted]:
+        existing = await self._existing(conn, list(dict.fromkeys(c.request_id for c in calls)))
+        new_rows: list[dict[str, Any]] = []
+        events: list[tuple[Event, str | None, str | None]] = []
+        accepted_now: dict[str, CallAccepted] = {}
+        results: list[Accepted] = []
+        for call in calls:
+            row = existing.get(call.request_id)
+            if row is not None:
+                again = reannounce(row, now)
+                if again is not None:
+                    events.append((again, call.correlation_id, call.reply_to))
+                results.append(Accepted(call.request_id, row.state, duplicate=True))
+                continue
+            first = accepted_now.get(call.request_id)
+            if first is not None:
+                again = first.model_copy(update={"event_id": str(uuid.uuid4()), "duplicate": True})
+                events.append((again, call.correlation_id, call.reply_to))
+                results.append(Accepted(call.request_id, State.PENDING.value, duplicate=True))
+                continue
+            ev = CallAccepted(
+                request_id=call.request_id,
+                correlation_id=call.correlation_id,
+                phone_number=call.phone_number,
+                batch_request_id=call.batch_request_id,
+                occurred_at=now,
+                not_before=call.options.not_before,
+                expires_at=call.options.expires_at,
+            )
+            accepted_now[call.request_id] = ev
+            new_rows.append(self._new_row(call, ev, now))
+            events.append((ev, call.correlation_id, call.reply_to))
+            results.append(Accepted(call.request_id, State.PENDING.value, duplicate=False))
+        if new_rows:
+            # One key order for every writer: concurrent batches wait instead of deadlocking.
+            new_rows.sort(key=lambda r: str(r["request_id"]))
+            await conn.execute(insert(requests), new_rows)
+        await self._emit(conn, events, now)
+        return results
+
+    @staticmethod
+    def _new_row(call: NewCall, ev: Event, now: datetime) -> dict[str, Any]:
+        return {
+            "request_id": call.request_id,
+            "kind": "call.create",
+            "state": State.PENDING.value,
+            "correlation_id": call.correlation_id,
+            "reply_to": call.reply_to,
+            "phone_number": call.phone_number,
+            "body": to_json(call.body),
+            "options": call.options.model_dump_json(exclude_defaults=True),
+            "publisher_webhook": call.publisher_webhook,
+            "priority": call.options.priority,
+            "not_before": call.options.not_before or now,
+            "expires_at": call.options.expires_at,
+            "attempts": 0,
+            "transient_retries": 0,
+            "batch_request_id": call.batch_request_id,
+            "last_event_type": ev.event_type,
+            "last_event": ev.model_dump_json(),
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    async def record_rejection(
+        self,
+        *,
+        request_id: str,
+        kind: str,
+        correlation_id: str | None,
+        reply_to: str | None,
+        reason: str,
+        errors: list[str],
+        now: datetime,
+    ) -> bool:
+        """Write a terminal `rejected` row (+ its event); False for a known id (re-announced)."""
+        return await self._retrying(
+            lambda conn: self._reject(
+                conn,
+                request_id=request_id,
+                kind=kind,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                reason=reason,
+                errors=errors,
+                now=now,
+            )
+        )
+
+    async def _reject(
+        self,
+        conn: AsyncConnection,
+        *,
+        request_id: str,
+        kind: str,
+        correlation_id: str | None,
+        reply_to: str | None,
+        reason: str,
+        errors: list[str],
+        now: datetime,
+    ) -> bool:
+        row = (await self._existing(conn, [request_id])).get(request_id)
+        if row is not None:
+            again = reannounce(row, now)
+            if again is not None:
+                await self._emit(conn, [(again, correlation_id, reply_to)], now)
+            return False
+        common = {"request_id": request_id, "correlation_id": correlation_id, "occurred_at": now}
+        ev: Event
+        if kind.startswith("batch."):
+            ev = BatchRejected(**common, reason=reason, errors=errors)
+        else:
+            ev = CallRejected(**common, reason=reason, errors=errors)
+        await conn.execute(
+            insert(requests).values(
+                request_id=request_id,
+                kind=kind[:32],
+                state=State.REJECTED.value,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                not_before=now,
+                reason=reason[:255],
+                errors=to_json(errors),
+                last_event_type=ev.event_type,
+                last_event=ev.model_dump_json(),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await self._emit(conn, [(ev, correlation_id, reply_to)], now)
+        return True
+
+    async def cancel(
+        self,
+        *,
+        request_id: str | None,
+        call_id: str | None,
+        correlation_id: str | None,
+        reply_to: str | None,
+        now: datetime,
+    ) -> CancelResult:
+        """pending -> canceled (+ call.canceled); dialing/queued: the call_id to stop at Bland."""
+        if request_id is None and call_id is None:
+            raise ValueError("cancel needs a request_id or a call_id")
+        criterion = (
+            requests.c.request_id == request_id
+            if request_id is not None
+            else requests.c.call_id == call_id
+        )
+        async with self._write() as conn:
+            row = await self._lock(conn, criterion)
+            if row is None:
+                return CancelResult(found=False, request_id=request_id, call_id=call_id)
+            if row.state == State.PENDING:
+                ev = CallCanceled(**event_ids(row, now), reason="requested")
+                reply = (correlation_id or row.correlation_id, reply_to or row.reply_to)
+                await self._move(
+                    conn, row, State.CANCELED, now, ev, reply=reply, reason="requested"
+                )
+                return CancelResult(True, State.CANCELED.value, None, row.request_id, True)
+            if row.state in (State.DIALING, State.QUEUED, State.UNKNOWN):
+                # Remembered so that the canceled outcome is reported as requested.
+                await conn.execute(
+                    update(requests)
+                    .where(requests.c.request_id == row.request_id)
+                    .values(reason="cancel_requested", updated_at=now)
+                )
+            return CancelResult(True, row.state, row.call_id, row.request_id, False)

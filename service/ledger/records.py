@@ -1,0 +1,155 @@
+"""What crosses the ledger's interface: frozen records in and out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.envelope import DialerOptions
+
+
+@dataclass(frozen=True)
+class NewCall:
+    """A validated call request to write into the ledger."""
+
+    request_id: str
+    correlation_id: str | None
+    reply_to: str | None
+    phone_number: str  # E.164
+    body: dict[str, Any]  # the Bland /v1/calls body to POST (no `dialer` key)
+    options: DialerOptions
+    publisher_webhook: str | None
+    batch_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What accept_calls did with one request."""
+
+    request_id: str
+    state: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A request claimed for dialing: its attempt is committed before the POST."""
+
+    request_id: str
+    attempt_id: int
+    attempt_no: int
+    phone_number: str
+    body: dict[str, Any]
+    correlation_id: str | None
+    reply_to: str | None
+    publisher_webhook: str | None
+    started_at: datetime
+    batch_request_id: str | None = None
+    options: DialerOptions = field(default_factory=DialerOptions)
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What cancel found; `call_id` is set when the call must also be stopped at Bland."""
+
+    found: bool
+    state: str | None = None
+    call_id: str | None = None
+    request_id: str | None = None
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a webhook or a poll learned about a call."""
+
+    call_id: str
+    status: str | None
+    answered_by: str | None = None
+    call_length_min: float | None = None
+    duration_s: float | None = None
+    summary: str | None = None
+    disposition_tag: str | None = None
+    recording_url: str | None = None
+    error_message: str | None = None
+    price_usd: float | None = None
+    metadata: dict[str, Any] | None = None
+    completed: bool = False
+    source: Literal["webhook", "poll"] = "webhook"
+    raw: dict[str, Any] = field(default_factory=dict)
+    queue_status: str | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    """What record_outcome did; `changed=False` for an unknown call, a replay or a live call."""
+
+    found: bool
+    changed: bool
+    state: str | None = None
+    request_id: str | None = None
+    correlation_id: str | None = None
+    publisher_webhook: str | None = None
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A queued call whose outcome is overdue (or whose next check is due)."""
+
+    request_id: str
+    call_id: str
+    phone_number: str | None
+    attempt_started_at: datetime | None
+    outcome_due_at: datetime | None
+    next_check_at: datetime | None
+    correlation_id: str | None
+    publisher_webhook: str | None
+
+
+@dataclass(frozen=True)
+class UnknownAttempt:
+    """An attempt whose outcome is unknown, due for reconciliation."""
+
+    request_id: str
+    attempt_id: int | None
+    attempt_no: int
+    phone_number: str | None
+    attempt_started_at: datetime
+    next_check_at: datetime | None
+    correlation_id: str | None
+    batch_request_id: str | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """An event waiting to be published."""
+
+    id: int
+    event_id: str
+    event_type: str
+    request_id: str
+    correlation_id: str | None
+    reply_to: str | None
+    body: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerCounts:
+    """Gauges: requests by state, unsent events, slots held."""
+
+    by_state: dict[str, int]
+    outbox_pending: int
+    active_slots: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The admission limits of one claim."""
+
+    owner: str
+    limit: int
+    max_concurrent: int
+    max_per_second: float
+    slot_lease_s: float
