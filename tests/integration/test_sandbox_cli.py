@@ -1,0 +1,72 @@
+"""`dialer sandbox` as a user starts it: the documented command, nothing added."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.sandbox import WebhookReceiver, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DIALER = Path(sys.executable).parent / "dialer"
+
+
+@pytest.fixture
+def dialer_sandbox(tmp_path: Path) -> Iterator[str]:
+    """`dialer sandbox --port P --webhook-secret s`, stopped afterwards."""
+    port = free_port()
+    with (tmp_path / "sandbox.log").open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own entry point, no shell
+            [str(DIALER), "sandbox", "--port", str(port), "--webhook-secret", "s"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base_url + "/_sandbox/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield base_url
+    process.terminate()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert process.wait(timeout=10) in {0, -signal.SIGTERM}
+
+
+def test_dialer_sandbox_queues_a_call_and_delivers_a_signed_webhook(
+    dialer_sandbox: str, webhook_receiver: WebhookReceiver
+) -> None:
+    response = httpx.post(
+        dialer_sandbox + "/v1/calls",
+        json={"phone_number": "+14155550123", "task": "Hi", "webhook": webhook_receiver.url + "/h"},
+        headers={"Authorization": "any-key"},
+    )
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body == {
+        "status": "success",
+        "message": "Call successfully queued.",
+        "call_id": body["call_id"],
+        "batch_id": None,
+    }
+    assert str(uuid.UUID(body["call_id"])) == body["call_id"]
+    deadline = time.monotonic() + 20
+    while not webhook_receiver.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(webhook_receiver.received) == 1
+    received = webhook_receiver.received[0]
+    assert received.signature_valid("s")
+    assert json.loads(received.body)["call_id"] == body["call_id"]
