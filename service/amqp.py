@@ -1,0 +1,63 @@
+"""Broker connection helpers shared by the consumer, the relay and the CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from service.settings import Settings, load_settings
+
+APP_ID = "bland-dialer"
+# Exceptions that mean "the broker or the link to it failed", as opposed to a bug of ours.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,  # a RuntimeError: the channel is closed
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names under a prefix (`dialer.requests`, `dialer.events`, `dialer.dead`)."""
+
+    prefix: str
+
+    @property
+    def requests(self) -> str:
+        """The requests exchange and its quorum queue (same name)."""
+        return f"{self.prefix}.requests"
+
+    @property
+    def events(self) -> str:
+        """The events exchange (routing key = event type)."""
+        return f"{self.prefix}.events"
+
+    @property
+    def dead(self) -> str:
+        """The dead-letter exchange and its queue (same name)."""
+        return f"{self.prefix}.dead"
+
+
+async def connect(
+    settings: Settings, name: str, *, url: str | None = None
+) -> AbstractRobustConnection:
+    """A robust connection (reconnects and restores channels, topology and consumers)."""
+    return await aio_pika.connect_robust(
+        url or settings.amqp_url.get_secret_value(),
+        client_properties={"connection_name": f"{APP_ID}/{name}"},
+    )
+
+
+def cli_settings(args: argparse.Namespace) -> Settings:
+    """Settings from DIALER_* variables, with the command's --prefix and --amqp-url on top."""
+    overrides = {
+        name: getattr(args, name)
+        for name in ("prefix", "amqp_url")
+        if getattr(args, name, None) is not None
+    }
+    return load_settings(**overrides)

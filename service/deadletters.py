@@ -1,0 +1,141 @@
+"""`dialer dead-letters list|replay`: what could not be processed, and sending it back."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from service.amqp import Names, cli_settings
+from service.settings import Settings
+from service.topology import declare
+
+# Headers about a past death, dropped on replay so the message starts afresh.
+_DEATH_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count", "x-dialer-")
+REPLAYS_HEADER = "x-dialer-replays"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """What a dead letter says about itself."""
+
+    reason: str
+    request_id: str | None
+    routing_key: str
+    error: str | None
+    size: int
+    replays: int
+
+
+def describe(message: AbstractIncomingMessage) -> DeadLetter:
+    """Ours carry x-dialer-* headers; the broker's (delivery limit) carry x-first-death-*."""
+    headers: dict[str, Any] = dict(message.headers or {})
+    reason = headers.get("x-dialer-reason") or headers.get("x-first-death-reason") or "unknown"
+    return DeadLetter(
+        reason=str(reason),
+        request_id=str(headers.get("x-dialer-request-id") or message.message_id or "") or None,
+        routing_key=original_routing_key(message),
+        error=str(headers["x-dialer-error"]) if headers.get("x-dialer-error") else None,
+        size=len(message.body),
+        replays=int(headers.get(REPLAYS_HEADER, 0) or 0),
+    )
+
+
+def original_routing_key(message: AbstractIncomingMessage) -> str:
+    """The routing key the publisher used."""
+    headers = message.headers or {}
+    return str(headers.get("x-dialer-routing-key") or message.routing_key or "")
+
+
+def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
+    """The original request again: same body, ids and properties; death headers dropped."""
+    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(_DEATH_HEADERS)}
+    headers[REPLAYS_HEADER] = describe(message).replays + 1
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
+async def list_dead(settings: Settings, limit: int, out: TextIO, *, as_json: bool) -> int:
+    """Print up to `limit` dead letters; they stay in the queue (held unacked, then returned)."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = (await declare(channel, settings)).dead_queue
+        count = 0
+        while count < limit and (message := await queue.get(no_ack=False, fail=False)) is not None:
+            count += 1
+            item = describe(message)
+            if as_json:
+                out.write(json.dumps(asdict(item)) + "\n")
+            else:
+                error = f" error={item.error}" if item.error else ""
+                out.write(
+                    f"{count}\treason={item.reason} request_id={item.request_id} "
+                    f"routing_key={item.routing_key} bytes={item.size} replays={item.replays}{error}\n"
+                )
+    # Closing the connection returns every held message to the queue, in order.
+    return count
+
+
+async def replay(settings: Settings, limit: int | None, reason: str | None, out: TextIO) -> int:
+    """Republish dead letters to the requests exchange (confirmed), then ack them."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    replayed = 0
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        topology = await declare(channel, settings)
+        # Only what is there now: a message that dies again must not be replayed in a loop.
+        waiting = int(topology.dead_queue.declaration_result.message_count or 0)
+        budget = waiting if limit is None else min(limit, waiting)
+        for _ in range(waiting):
+            if replayed >= budget:
+                break
+            message = await topology.dead_queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if reason is not None and describe(message).reason != reason:
+                continue  # held unacked; returned to the queue when the connection closes
+            await topology.requests_exchange.publish(
+                replay_message(message), routing_key=original_routing_key(message)
+            )
+            await message.ack()
+            replayed += 1
+    out.write(f"replayed {replayed} to {Names(settings.prefix).requests}\n")
+    return replayed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`dialer dead-letters list|replay`."""
+    parser.add_argument("action", choices=("list", "replay"))
+    parser.add_argument("--limit", type=int, help="at most N messages (list: default 100)")
+    parser.add_argument("--reason", help="replay: only dead letters with this reason")
+    parser.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    parser.add_argument("--amqp-url", help="default: DIALER_AMQP_URL")
+    parser.add_argument("--prefix", help="default: DIALER_PREFIX")
+
+
+def run(args: argparse.Namespace) -> int:
+    """List or replay."""
+    settings = cli_settings(args)
+    if args.action == "list":
+        asyncio.run(list_dead(settings, args.limit or 100, sys.stdout, as_json=args.json))
+    else:
+        asyncio.run(replay(settings, args.limit, args.reason, sys.stdout))
+    return 0

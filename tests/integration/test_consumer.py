@@ -1,0 +1,382 @@
+"""RequestConsumer on the real broker and ledger: accept, reject, dead-letter, dedupe, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from consumers.requests import RequestConsumer
+from schemas.envelope import content_request_id
+from service.ledger import Ledger
+from service.metrics import Metrics
+from service.relay import OutboxRelay
+from service.settings import Settings
+from service.tables import requests
+from tests.conftest import Broker
+from tests.support.bus import (
+    Tap,
+    drain,
+    migrated_ledger,
+    publish_json,
+    publish_raw,
+    publish_without_message_id,
+    queue_depth,
+)
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+VALID = {"phone_number": "+15555550142", "task": "Say hello."}
+
+
+@dataclass
+class Stack:
+    """Consumer + relay + a tap on the events exchange, on one prefix and one ledger."""
+
+    settings: Settings
+    ledger: Ledger
+    metrics: Metrics
+    consumer: RequestConsumer
+    tap: Tap
+    stopped: list[str]
+
+    async def rows(self) -> list[Any]:
+        """Every ledger row."""
+        async with self.ledger.engine.connect() as conn:
+            return list((await conn.execute(select(requests))).all())
+
+    async def wait_rows(self, n: int, timeout_s: float = 10.0) -> list[Any]:
+        """The ledger rows once there are at least n."""
+        for _ in range(int(timeout_s / 0.02)):
+            rows = await self.rows()
+            if len(rows) >= n:
+                return rows
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"fewer than {n} rows after {timeout_s}s")
+
+
+async def build_stack(settings: Settings) -> Stack:
+    """Start everything on these settings."""
+    ledger = await migrated_ledger(settings)
+    metrics = Metrics(CollectorRegistry())
+    stopped: list[str] = []
+
+    async def stop_call(call_id: str) -> None:
+        stopped.append(call_id)
+
+    consumer = RequestConsumer(settings, ledger, metrics, stop_call=stop_call)
+    await consumer.start()
+    tap = await Tap.open(settings, f"{settings.prefix}.events")
+    return Stack(settings, ledger, metrics, consumer, tap, stopped)
+
+
+@pytest.fixture
+async def stack(broker: Broker, sqlite_url: str) -> AsyncIterator[Stack]:
+    """The consumer and relay on SQLite."""
+    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    built = await build_stack(settings)
+    relay = OutboxRelay(settings, built.ledger, built.metrics)
+    await relay.start()
+    yield built
+    await built.consumer.stop(5.0)
+    await relay.stop(5.0)
+    await built.tap.close()
+    await built.ledger.close()
+
+
+async def test_a_valid_request_is_written_acked_and_announced(
+    broker: Broker, database_url: str
+) -> None:
+    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=database_url)  # type: ignore[arg-type]
+    s = await build_stack(settings)
+    relay = OutboxRelay(settings, s.ledger, s.metrics)
+    await relay.start()
+    try:
+        body = {**VALID, "dialer": {"priority": 7}}
+        await publish_json(settings, body, message_id="req-1", correlation_id="corr-1")
+        seen = await s.tap.wait_for(lambda seen: len(seen) >= 1)
+        assert seen[0].routing_key == "call.accepted"
+        assert seen[0].body["request_id"] == "req-1"
+        assert seen[0].body["correlation_id"] == "corr-1"
+        assert seen[0].message.correlation_id == "corr-1"
+        (row,) = await s.rows()
+        assert (row.request_id, row.state, row.priority) == ("req-1", "pending", 7)
+        assert "dialer" not in json.loads(row.body)
+        assert await queue_depth(settings, f"{settings.prefix}.requests") == 0
+        consumed = s.metrics.requests_consumed.labels("call.create", "accepted")._value.get()
+        assert consumed == 1
+    finally:
+        await s.consumer.stop(5.0)
+        await relay.stop(5.0)
+        await s.tap.close()
+        await s.ledger.close()
+
+
+NOT_JSON = (b"{not json", {}, "invalid_json", "not valid JSON")
+NOT_UTF8 = (b'{"phone_number": "\xff\xfe"}', {}, "invalid_encoding", "UTF-8")
+ARRAY = (json.dumps([VALID]).encode(), {}, "invalid_json", "JSON object")
+TEXT = (json.dumps(VALID).encode(), {"content_type": "text/plain"}, "invalid_content_type", "")
+GZIP = (json.dumps(VALID).encode(), {"content_encoding": "gzip"}, "invalid_encoding", "gzip")
+HUGE = (b'{"task": "' + b"x" * (2 * 1024 * 1024) + b'"}', {}, "too_large", "limit")
+
+
+@pytest.mark.parametrize(
+    ("body", "props", "reason", "error"),
+    [NOT_JSON, NOT_UTF8, ARRAY, TEXT, GZIP, HUGE],
+    ids=["not-json", "not-utf8", "array", "text-plain", "gzip", "2MiB"],
+)
+async def test_undecodable_requests_are_dead_lettered_and_rejected(
+    stack: Stack, body: bytes, props: dict[str, Any], reason: str, error: str
+) -> None:
+    await publish_raw(stack.settings, body, message_id="bad-1", **props)
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 1)
+    assert seen[0].routing_key == "call.rejected"
+    assert seen[0].body["reason"] == reason
+    assert error in seen[0].body["errors"][0]
+    dead = await drain(stack.settings, f"{stack.settings.prefix}.dead")
+    assert len(dead) == 1
+    headers = dead[0].headers
+    assert headers["x-dialer-reason"] == reason
+    assert headers["x-dialer-request-id"] == "bad-1"
+    assert headers["x-dialer-routing-key"] == "call.create"
+    assert dead[0].body == body
+    assert dead[0].message_id == "bad-1"
+    assert [r.state for r in await stack.rows()] == ["rejected"]
+    assert stack.metrics.dead_letters.labels(reason)._value.get() == 1
+    assert stack.consumer.ready
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"task": "hi"}, "Missing required parameter: phone_number."),
+        ({"phone_number": "12", "task": "x"}, "Invalid phone number"),
+        ({**VALID, "max_duration": "long"}, "Max duration must be a number"),
+        ({**VALID, "colour": "red"}, "'colour' was unexpected"),
+        ({**VALID, "dialer": {"priority": 42}}, "dialer.priority must be at most 9."),
+    ],
+    ids=["missing-phone", "bad-phone", "wrong-type", "unknown-field", "bad-dialer-option"],
+)
+async def test_schema_invalid_requests_are_rejected_with_bland_errors(
+    stack: Stack, body: dict[str, Any], error: str
+) -> None:
+    await publish_json(stack.settings, body, message_id="bad-2")
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 1)
+    assert seen[0].routing_key == "call.rejected"
+    assert seen[0].body["reason"] == "invalid_request"
+    assert any(error in e for e in seen[0].body["errors"]), seen[0].body["errors"]
+    assert [(r.request_id, r.state) for r in await stack.rows()] == [("bad-2", "rejected")]
+    assert await queue_depth(stack.settings, f"{stack.settings.prefix}.dead") == 0
+    assert stack.consumer.ready
+
+
+async def test_every_invalid_input_leaves_nothing_dialable_and_the_consumer_running(
+    stack: Stack,
+) -> None:
+    bad: list[tuple[bytes, dict[str, Any]]] = [
+        (NOT_JSON[0], {}),
+        (NOT_UTF8[0], {}),
+        (HUGE[0], {}),
+        (json.dumps({"task": "x"}).encode(), {}),
+        (json.dumps({**VALID, "colour": 1}).encode(), {}),
+    ]
+    for i, (body, props) in enumerate(bad):
+        await publish_raw(stack.settings, body, message_id=f"bad-{i}", **props)
+    await publish_json(stack.settings, VALID, message_id="good")
+    await stack.tap.wait_for(lambda seen: len(seen) >= len(bad) + 1)
+    states = {r.request_id: r.state for r in await stack.rows()}
+    assert states.pop("good") == "pending"
+    assert set(states.values()) == {"rejected"}
+    assert len(states) == len(bad)
+    assert stack.consumer.ready
+
+
+async def test_unsupported_kinds_are_rejected_naming_the_kind(stack: Stack) -> None:
+    await publish_json(stack.settings, {"x": 1}, routing_key="call.explode", message_id="k-1")
+    await publish_json(
+        stack.settings, {"call_data": []}, routing_key="batch.create", message_id="k-2"
+    )
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 2)
+    by_id = {s.body["request_id"]: s for s in seen}
+    assert by_id["k-1"].routing_key == "call.rejected"
+    assert by_id["k-1"].body["reason"] == "unsupported_kind"
+    assert "call.explode" in by_id["k-1"].body["errors"][0]
+    assert by_id["k-2"].routing_key == "batch.rejected"
+    assert "batch.create" in by_id["k-2"].body["errors"][0]
+
+
+async def test_the_amqp_type_names_the_kind_when_the_routing_key_does_not(stack: Stack) -> None:
+    await publish_json(stack.settings, VALID, routing_key="tenant-7", type="call.create")
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 1)
+    assert seen[0].routing_key == "call.accepted"
+
+
+async def test_one_message_id_five_times_is_one_row_and_four_reannouncements(stack: Stack) -> None:
+    for _ in range(5):
+        await publish_json(stack.settings, VALID, message_id="dup-1")
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 5)
+    assert [s.routing_key for s in seen] == ["call.accepted"] * 5
+    assert [s.body["duplicate"] for s in seen].count(True) == 4
+    assert len({s.body["event_id"] for s in seen}) == 5
+    assert len(await stack.rows()) == 1
+    assert stack.metrics.requests_consumed.labels("call.create", "duplicate")._value.get() == 4
+
+
+async def test_identical_requests_without_message_id_are_one_request(stack: Stack) -> None:
+    await publish_without_message_id(stack.settings, json.dumps(VALID).encode())
+    reordered = json.dumps(dict(reversed(VALID.items())), indent=2).encode()
+    await publish_without_message_id(stack.settings, reordered)
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 2)
+    (row,) = await stack.rows()
+    assert row.request_id == content_request_id("call.create", json.dumps(VALID).encode())
+    assert [s.body["duplicate"] for s in seen] == [False, True]
+
+
+async def test_a_pending_request_is_canceled_and_an_unknown_one_refused(stack: Stack) -> None:
+    await publish_json(stack.settings, VALID, message_id="c-1")
+    await publish_json(stack.settings, {"request_id": "c-1"}, routing_key="call.cancel")
+    await publish_json(
+        stack.settings, {"request_id": "nope"}, routing_key="call.cancel", message_id="cx"
+    )
+    seen = await stack.tap.wait_for(lambda seen: len(seen) >= 3)
+    assert [s.routing_key for s in seen] == ["call.accepted", "call.canceled", "call.rejected"]
+    assert "nope" in seen[2].body["errors"][0]
+    states = {r.request_id: r.state for r in await stack.rows()}
+    assert states == {"c-1": "canceled", "cx": "rejected"}
+    assert stack.stopped == []
+
+
+async def test_with_our_webhook_the_publishers_is_kept_aside(
+    broker: Broker, sqlite_url: str
+) -> None:
+    settings = Settings(  # type: ignore[arg-type]
+        prefix=broker.prefix,
+        amqp_url=broker.url,
+        database_url=sqlite_url,
+        webhook_url="https://dialer.example/webhooks/bland",
+    )
+    s = await build_stack(settings)
+    try:
+        body = {**VALID, "webhook": "https://publisher.example/hook"}
+        await publish_json(settings, body, message_id="w-1")
+        (row,) = await s.wait_rows(1)
+        assert row.publisher_webhook == "https://publisher.example/hook"
+        assert "webhook" not in json.loads(row.body)
+    finally:
+        await s.consumer.stop(5.0)
+        await s.tap.close()
+        await s.ledger.close()
+
+
+@pytest.mark.slow
+async def test_a_database_outage_pauses_without_burning_the_delivery_limit(
+    broker: Broker, postgres_url: str
+) -> None:
+    proxy = await TcpProxy.for_url(postgres_url).start()
+    settings = Settings(  # type: ignore[arg-type]
+        prefix=broker.prefix,
+        amqp_url=broker.url,
+        database_url=proxy.url(postgres_url),
+        delivery_limit=1,
+    )
+    s = await build_stack(settings)
+    s.consumer.store_retry_max_s = 0.2
+    try:
+        proxy.cut()
+        await publish_json(settings, VALID, message_id="out-1")
+        await publish_json(settings, {**VALID, "task": "Two."}, message_id="out-2")
+        await wait_until(lambda: s.consumer.paused)
+        assert not s.consumer.ready
+        await asyncio.sleep(2.0)  # many store retries: each would have burned a delivery
+        proxy.restore()
+        await wait_until(lambda: s.consumer.ready)
+        await publish_json(settings, {**VALID, "task": "Three."}, message_id="out-3")
+        rows = await s.wait_rows(3)
+        assert {r.request_id: r.state for r in rows} == {
+            "out-1": "pending",
+            "out-2": "pending",
+            "out-3": "pending",
+        }
+        assert await queue_depth(settings, f"{settings.prefix}.dead") == 0
+        assert await queue_depth(settings, f"{settings.prefix}.requests") == 0
+        accepted = s.metrics.requests_consumed.labels("call.create", "accepted")._value.get()
+        assert accepted == 3
+    finally:
+        await s.consumer.stop(5.0)
+        await s.tap.close()
+        await s.ledger.close()
+        await proxy.close()
+
+
+async def test_stop_drains_what_was_delivered_and_acks_it(stack: Stack) -> None:
+    for i in range(20):
+        await publish_json(stack.settings, {**VALID, "task": f"n{i}"}, message_id=f"d-{i}")
+    await wait_until(
+        lambda: stack.metrics.requests_consumed.labels("call.create", "accepted")._value.get() >= 1
+    )
+    await stack.consumer.stop(10.0)
+    assert not stack.consumer.ready
+    settled = {r.request_id for r in await stack.rows()}
+    left = await queue_depth(stack.settings, f"{stack.settings.prefix}.requests")
+    assert len(settled) + left == 20  # nothing both written and left unacked, nothing lost
+
+
+async def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
+    """Poll a condition."""
+    for _ in range(int(timeout_s / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.slow
+async def test_the_consumer_resumes_after_the_broker_link_is_cut(
+    broker: Broker, sqlite_url: str
+) -> None:
+    proxy = await TcpProxy.for_url(broker.url).start()
+    direct = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    url = proxy.url(broker.url) + "?reconnect_interval=0.5"
+    settings = direct.model_copy(update={"amqp_url": SecretStr(url)})
+    s = await build_stack(settings)
+    try:
+        await publish_json(direct, VALID, message_id="before")
+        await s.wait_rows(1)
+        proxy.cut()
+        await wait_until(lambda: not s.consumer.ready)
+        await publish_json(direct, {**VALID, "task": "During."}, message_id="during")
+        proxy.restore()
+        rows = await s.wait_rows(2, timeout_s=20.0)
+        assert {r.request_id for r in rows} == {"before", "during"}
+        await wait_until(lambda: s.consumer.ready)
+        await publish_json(direct, {**VALID, "task": "After."}, message_id="after")
+        assert len(await s.wait_rows(3)) == 3
+        assert await queue_depth(direct, f"{broker.prefix}.requests") == 0
+    finally:
+        await s.consumer.stop(5.0)
+        await s.tap.close()
+        await s.ledger.close()
+        await proxy.close()
+
+
+async def test_canceling_a_live_call_asks_bland_to_stop_it(stack: Stack) -> None:
+    await publish_json(stack.settings, VALID, message_id="live-1")
+    await stack.wait_rows(1)
+    now = datetime.now(UTC)
+    (claim,) = await stack.ledger.claim_due(
+        owner="test", now=now, limit=1, max_concurrent=5, max_per_second=5.0, slot_lease_s=60.0
+    )
+    assert await stack.ledger.record_queued(claim, "call-xyz", now)
+    await publish_json(stack.settings, {"call_id": "call-xyz"}, routing_key="call.cancel")
+    await wait_until(lambda: stack.stopped == ["call-xyz"])
+    outcome = stack.metrics.requests_consumed.labels("call.cancel", "cancel_queued")
+    assert outcome._value.get() == 1
