@@ -10,11 +10,13 @@ from service.errors import ConfigError
 from service.settings import load_settings, settings_markdown
 
 
-def test_defaults_use_an_sqlite_file_under_the_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_use_an_sqlite_file_under_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("DIALER_DATABASE_URL", raising=False)
-    monkeypatch.setenv("DIALER_DATA_DIR", "/tmp/dialer-x")
+    monkeypatch.setenv("DIALER_DATA_DIR", str(tmp_path / "x"))
     settings = load_settings()
-    assert settings.database_dsn == "sqlite+aiosqlite:////tmp/dialer-x/dialer.db"
+    assert settings.database_dsn == f"sqlite+aiosqlite:///{tmp_path}/x/dialer.db"
     assert settings.is_sqlite
 
 
