@@ -1,0 +1,205 @@
+"""`Reconciler`: settle dial attempts whose outcome is unknown by asking Bland; never redial."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from service.backoff import poll_delay_s
+from service.bland import BlandClient, max_request_s
+from service.dispatcher import REQUEST_ID_KEY
+from service.errors import DialerError
+from service.ledger import Ledger, UnknownAttempt
+from service.metrics import Metrics
+from service.outcomes import is_final, parse_outcome
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Bland's clock and ours differ; the window only narrows the search (the match is on our
+# request id), so a generous allowance costs nothing but a longer list.
+CLOCK_SKEW_S = 300.0
+LIST_LIMIT = 200
+CHECK_CAP_S = 60.0
+STALE_MARGIN_S = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: object) -> datetime | None:
+    """Bland's timestamps (`…+00:00`, `…Z`, naive = UTC); None when unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def candidates(
+    calls: Iterable[Mapping[str, Any]], started_at: datetime, skew_s: float
+) -> list[Mapping[str, Any]]:
+    """Calls created at or after the attempt started (less the skew); undated ones are kept."""
+    earliest = started_at - timedelta(seconds=skew_s)
+    kept = []
+    for call in calls:
+        created = parse_time(call.get("created_at"))
+        if created is None or created >= earliest:
+            kept.append(call)
+    return kept
+
+
+def carries(call: Mapping[str, Any], request_id: str) -> bool | None:
+    """Whether the call's metadata names our request; None when the row has no metadata."""
+    metadata = call.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return None
+    return metadata.get(REQUEST_ID_KEY) == request_id
+
+
+def stale_dialing_after_s(settings: Settings) -> float:
+    """A `dialing` row older than the longest possible POST (plus a margin) was abandoned."""
+    return max_request_s(settings) + STALE_MARGIN_S
+
+
+class Reconciler:
+    """Sweeps abandoned `dialing` rows to unknown, then looks each unknown attempt up at Bland."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        bland: BlandClient,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        batch_size: int = 50,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.bland = bland
+        self.metrics = metrics
+        self.clock = clock
+        self.batch_size = batch_size
+        self.failures = 0
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Reconcile every `reconcile_interval_s`."""
+        self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    async def stop(self, grace_s: float) -> None:
+        """Finish the round in progress within grace_s."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+                self.failures = 0
+            except Exception as exc:  # the ledger is down: try again next round
+                self.failures += 1
+                log.warning("reconcile_round_failed", error=str(exc), failures=self.failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.reconcile_interval_s)
+
+    async def run_once(self) -> dict[str, int]:
+        """One round: sweep, then every unknown attempt due; counts by result."""
+        now = self.clock()
+        swept = await self.ledger.sweep_stale_dialing(now, stale_dialing_after_s(self.settings))
+        if swept:
+            self.metrics.reconciliations.labels("swept").inc(swept)
+            log.warning("stale_dialing_swept", count=swept)
+        results: dict[str, int] = {"swept": swept}
+        for attempt in await self.ledger.unknown_attempts(now, self.batch_size):
+            result = await self.reconcile(attempt)
+            self.metrics.reconciliations.labels(result).inc()
+            results[result] = results.get(result, 0) + 1
+        return results
+
+    async def reconcile(self, attempt: UnknownAttempt) -> str:
+        """matched (now queued), unresolved (grace over, not found), pending or error."""
+        try:
+            call = await self.find(attempt)
+        except DialerError as exc:
+            log.info("reconcile_lookup_failed", request_id=attempt.request_id, error=str(exc))
+            await self._postpone(attempt)
+            return "error"
+        now = self.clock()
+        if call is not None:
+            await self._resolve(attempt, call, now)
+            return "matched"
+        age_s = (now - attempt.attempt_started_at).total_seconds()
+        if age_s >= self.settings.reconcile_grace_s:
+            reason = (
+                f"no call for this request at Bland {round(age_s)} s after the attempt; "
+                "not redialed"
+            )
+            await self.ledger.mark_unresolved(attempt.request_id, reason, now)
+            log.warning("unknown_outcome_unresolved", request_id=attempt.request_id)
+            return "unresolved"
+        await self._postpone(attempt)
+        return "pending"
+
+    async def find(self, attempt: UnknownAttempt) -> Mapping[str, Any] | None:
+        """The call at Bland whose metadata carries this request id, if any."""
+        if not attempt.phone_number:
+            return None
+        started = attempt.attempt_started_at
+        rows = await self.bland.list_calls(
+            to_number=attempt.phone_number,
+            start_date=started - timedelta(seconds=CLOCK_SKEW_S),
+            limit=LIST_LIMIT,
+        )
+        found: list[Mapping[str, Any]] = []
+        for row in candidates(rows, started, CLOCK_SKEW_S):
+            call = row
+            if carries(row, attempt.request_id) is None and isinstance(row.get("call_id"), str):
+                call = await self.bland.get_call(row["call_id"]) or row
+            if carries(call, attempt.request_id):
+                found.append(call)
+        if len(found) > 1:  # one POST made two calls? Never expected: say so loudly.
+            ids = [c.get("call_id") for c in found]
+            log.error("several_calls_for_one_request", request_id=attempt.request_id, call_ids=ids)
+        found.sort(key=lambda c: str(c.get("created_at") or ""))
+        return found[0] if found else None
+
+    async def _resolve(
+        self, attempt: UnknownAttempt, call: Mapping[str, Any], now: datetime
+    ) -> None:
+        call_id = str(call.get("call_id"))
+        await self.ledger.resolve_unknown(attempt.request_id, call_id, now)
+        log.info("unknown_outcome_matched", request_id=attempt.request_id, call_id=call_id)
+        outcome = parse_outcome(call, "poll")
+        if outcome is not None and is_final(outcome):  # it is over already: settle it now
+            recorded = await self.ledger.record_outcome(outcome, now)
+            if recorded.changed:
+                self.metrics.call_outcomes.labels(recorded.state or "", outcome.status or "").inc()
+
+    async def _postpone(self, attempt: UnknownAttempt) -> None:
+        """Look again later, thinning out, but exactly at the end of the grace period once."""
+        now = self.clock()
+        age_s = (now - attempt.attempt_started_at).total_seconds()
+        delay_s = poll_delay_s(age_s, self.settings.reconcile_interval_s, CHECK_CAP_S)
+        deadline = attempt.attempt_started_at + timedelta(seconds=self.settings.reconcile_grace_s)
+        next_at = now + timedelta(seconds=delay_s)
+        if now < deadline < next_at:
+            next_at = deadline
+        await self.ledger.postpone_check(attempt.request_id, next_at)

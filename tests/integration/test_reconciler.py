@@ -1,0 +1,280 @@
+"""Reconciler + dispatcher + real ledger + sandbox: unknown dial outcomes settled, never redialed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select
+
+from schemas.envelope import DialerOptions
+from schemas.events import Event, parse_event
+from service.bland import BlandClient
+from service.dispatcher import Dispatcher
+from service.ledger import Ledger, NewCall
+from service.metrics import Metrics
+from service.migrate import upgrade
+from service.reconciler import Reconciler, candidates, carries, parse_time
+from service.settings import Settings
+from service.tables import outbox, requests
+from tests.support.sandbox import SandboxProcess
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+14157880001"
+
+
+@pytest.fixture
+def sandbox(module_sandbox: SandboxProcess) -> SandboxProcess:
+    """The module's sandbox, reset: one process start for the whole file."""
+    module_sandbox.reset()
+    return module_sandbox
+
+
+@dataclass
+class Rig:
+    """Dispatcher and reconciler on one ledger and one sandbox."""
+
+    ledger: Ledger
+    metrics: Metrics
+    bland: BlandClient
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    settings: Settings
+
+
+@asynccontextmanager
+async def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AsyncIterator[Rig]:
+    """Everything wired on a fresh ledger; closed afterwards."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "bland_base_url": sandbox.base_url,
+        "bland_api_key": sandbox.api_key,
+        "max_calls_per_second": 100.0,
+        "reconcile_grace_s": 300.0,
+        **overrides,
+    }
+    settings = Settings(**values)
+    await upgrade(settings)
+    ledger = await Ledger.open(settings)
+    metrics = Metrics(CollectorRegistry())
+    bland = BlandClient(settings, metrics)
+    parts = (settings, ledger, bland, metrics)
+    try:
+        yield Rig(ledger, metrics, bland, Dispatcher(*parts), Reconciler(*parts), settings)
+    finally:
+        await bland.aclose()
+        await ledger.close()
+
+
+def new_call(request_id: str, phone: str = PHONE) -> NewCall:
+    """A due request."""
+    return NewCall(
+        request_id=request_id,
+        correlation_id=None,
+        reply_to=None,
+        phone_number=phone,
+        body={"phone_number": phone, "task": "Say hello."},
+        options=DialerOptions(),
+        publisher_webhook=None,
+    )
+
+
+async def dial(r: Rig, *request_ids: str) -> None:
+    """Accept the requests and run one dispatcher round to its end."""
+    await r.ledger.accept_calls([new_call(i) for i in request_ids], datetime.now(UTC))
+    await r.dispatcher.run_once()
+    await r.dispatcher.join()
+
+
+async def row(ledger: Ledger, request_id: str) -> Any:
+    """One request row."""
+    async with ledger.engine.connect() as conn:
+        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
+        return result.one()
+
+
+async def events(ledger: Ledger, request_id: str) -> list[Event]:
+    """The events written for one request, in order."""
+    async with ledger.engine.connect() as conn:
+        result = await conn.execute(
+            select(outbox.c.event_type, outbox.c.body)
+            .where(outbox.c.request_id == request_id)
+            .order_by(outbox.c.id)
+        )
+        return [parse_event(r.event_type, r.body) for r in result]
+
+
+async def test_a_dropped_answer_is_reconciled_to_the_call_bland_placed(
+    database_url: str, sandbox: SandboxProcess
+) -> None:
+    await sandbox.aset_faults(drop_share=1.0)
+    await sandbox.aset_outcomes(human=0, voicemail=0, no_answer=1, busy=0, failed=0)
+    async with rig(database_url, sandbox) as r:
+        await dial(r, "req-drop")
+        assert (await row(r.ledger, "req-drop")).state == "unknown"
+
+        results = await r.reconciler.run_once()
+
+        [truth] = await sandbox.aground_truth()
+        found = await row(r.ledger, "req-drop")
+        assert results.get("matched") == 1
+        assert found.call_id == truth["call_id"]
+        assert found.state in {"queued", "completed"}
+        queued = [e for e in await events(r.ledger, "req-drop") if e.type == "call.queued"]
+        assert len(queued) == 1
+        assert queued[0].model_dump()["reconciled"] is True
+        assert found.attempts == 1
+        assert len(await sandbox.aground_truth()) == 1
+
+
+async def test_a_call_already_over_is_settled_in_the_same_round(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    await sandbox.aset_faults(drop_share=1.0)
+    await sandbox.aset_outcomes(human=0, voicemail=0, no_answer=0, busy=1, failed=0)
+    async with rig(sqlite_url, sandbox) as r:
+        await dial(r, "req-over")
+        [truth] = await sandbox.aground_truth()
+        await wait_completed(sandbox, truth["call_id"])
+
+        await r.reconciler.run_once()
+
+        assert (await row(r.ledger, "req-over")).state == "completed"
+        types = [e.type for e in await events(r.ledger, "req-over")]
+        assert types == ["call.accepted", "call.queued", "call.completed"]
+
+
+async def wait_completed(sandbox: SandboxProcess, call_id: str) -> None:
+    """Wait until the sandbox says the call is over."""
+    for _ in range(200):
+        if sandbox.get_call(call_id)["completed"]:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the sandbox call did not complete")
+
+
+async def test_nothing_at_bland_stays_unknown_then_unresolved_after_the_grace(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    await sandbox.aset_faults(error_5xx_share=1.0)
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=1.0, reconcile_interval_s=0.1) as r:
+        await dial(r, "req-5xx")
+
+        first = await r.reconciler.run_once()
+        assert first.get("pending") == 1
+        assert (await row(r.ledger, "req-5xx")).state == "unknown"
+        await asyncio.sleep(1.1)
+        second = await r.reconciler.run_once()
+
+        found = await row(r.ledger, "req-5xx")
+        assert second.get("unresolved") == 1
+        assert found.state == "unresolved"
+        assert found.attempts == 1
+        assert [e.type for e in await events(r.ledger, "req-5xx")][-1] == "call.unresolved"
+        assert await sandbox.aground_truth() == []
+
+
+async def test_another_request_s_call_to_the_same_number_is_not_a_match(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.5) as r:
+        await dial(r, "req-a")
+        await sandbox.aset_faults(error_5xx_share=1.0)
+        await dial(r, "req-b")
+        assert (await row(r.ledger, "req-b")).state == "unknown"
+        await asyncio.sleep(0.6)
+
+        results = await r.reconciler.run_once()
+
+        assert results.get("unresolved") == 1
+        assert (await row(r.ledger, "req-b")).state == "unresolved"
+        assert (await row(r.ledger, "req-a")).state in {"queued", "completed"}
+
+
+async def test_an_abandoned_dialing_row_is_swept_and_matched(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox) as r:
+        now = datetime.now(UTC)
+        await r.ledger.accept_calls([new_call("req-died")], now)
+        [claim] = await r.ledger.claim_due(
+            owner="died",
+            now=now,
+            limit=1,
+            max_concurrent=10,
+            max_per_second=10.0,
+            slot_lease_s=3600.0,
+        )
+        # The process posted and died before it could record the answer.
+        call_id = await r.bland.create_call(
+            {"phone_number": PHONE, "task": "t", "metadata": {"dialer_request_id": "req-died"}}
+        )
+        later = now + timedelta(seconds=120)
+        r.reconciler.clock = lambda: later
+
+        results = await r.reconciler.run_once()
+
+        assert results["swept"] == 1
+        assert results.get("matched") == 1
+        assert (await row(r.ledger, "req-died")).call_id == call_id
+        assert claim.attempt_no == 1
+
+
+async def test_a_failed_lookup_postpones_and_never_gives_up(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    await sandbox.aset_faults(error_5xx_share=1.0)
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.1) as r:
+        await dial(r, "req-blind")
+        await asyncio.sleep(0.2)
+        r.reconciler.bland = BlandClient(
+            r.settings.model_copy(update={"bland_base_url": "http://127.0.0.1:9"}), r.metrics
+        )
+        try:
+            results = await r.reconciler.run_once()
+        finally:
+            await r.reconciler.bland.aclose()
+
+        assert results.get("error") == 1
+        assert (await row(r.ledger, "req-blind")).state == "unknown"
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_candidates_keep_recent_and_undated_calls() -> None:
+    started = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    calls = [
+        {"call_id": "old", "created_at": "2026-11-24T11:00:00+00:00"},
+        {"call_id": "skewed", "created_at": "2026-11-24T11:58:00.000Z"},
+        {"call_id": "new", "created_at": "2026-11-24T12:00:01.025251+00:00"},
+        {"call_id": "undated"},
+    ]
+
+    kept = [c["call_id"] for c in candidates(calls, started, skew_s=300)]
+
+    assert kept == ["skewed", "new", "undated"]
+
+
+def test_metadata_decides_and_its_absence_is_not_a_no() -> None:
+    assert carries({"metadata": {"dialer_request_id": "r1"}}, "r1") is True
+    assert carries({"metadata": {"dialer_request_id": "r2"}}, "r1") is False
+    assert carries({"metadata": {}}, "r1") is False
+    assert carries({"call_id": "c"}, "r1") is None
+
+
+def test_bland_timestamps_parse() -> None:
+    assert parse_time("2024-04-27T23:51:18.025251+00:00") == datetime(
+        2024, 4, 27, 23, 51, 18, 25251, tzinfo=UTC
+    )
+    assert parse_time("2024-04-27T23:52:10.000Z") == datetime(2024, 4, 27, 23, 52, 10, tzinfo=UTC)
+    assert parse_time("2024-04-27T23:52:10") == datetime(2024, 4, 27, 23, 52, 10, tzinfo=UTC)
+    assert parse_time("yesterday") is None
+    assert parse_time(None) is None
