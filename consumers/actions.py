@@ -219,14 +219,16 @@ class Actions:
             return
         live = result.state in _LIVE_STATES and not result.changed
         if live and result.call_id is not None and self.stop_call is not None:
-            self._stop_at_bland(self.stop_call, result.call_id)
+            self._stop_at_bland(self.stop_call, result.request_id, result.call_id)
         await self._done(item, "canceled" if result.changed else f"cancel_{result.state}")
 
-    def _stop_at_bland(self, stop_call: StopCall, call_id: str) -> None:
+    def _stop_at_bland(self, stop_call: StopCall, request_id: str | None, call_id: str) -> None:
         async def stop() -> None:
             try:
-                await stop_call(call_id)
-            except Exception as exc:  # best effort: the outcome still arrives by webhook/poll
+                accepted = await stop_call(call_id)
+                if accepted is True and request_id is not None:
+                    await self.ledger.mark_stop_sent(request_id, self.clock())
+            except Exception as exc:  # best effort: the reconciler retries (calls_to_stop)
                 log.warning("stop_call_failed", call_id=call_id, error=str(exc))
 
         task = asyncio.create_task(stop(), name=f"stop-call-{call_id}")

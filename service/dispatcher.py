@@ -19,12 +19,13 @@ from service.backoff import Uniform, ceiling_s, full_jitter_s, retry_delay_s
 from service.bland import BlandClient
 from service.errors import (
     AccountError,
+    DialerError,
     PermanentError,
     ThrottledError,
     TransientError,
     UnknownOutcomeError,
 )
-from service.ledger import Claim, Ledger
+from service.ledger import CallToStop, Claim, Ledger
 from service.logs import mask_phone
 from service.metrics import Metrics
 from service.settings import Settings
@@ -36,6 +37,25 @@ REQUEST_ID_KEY = "dialer_request_id"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def stop_canceled(ledger: Ledger, bland: BlandClient, call: CallToStop, now: datetime) -> str:
+    """Ask Bland to stop a canceled request's call: stop_sent (recorded) or stop_retry.
+
+    Only Bland's acceptance is recorded: a refusal ("SID not found" for a call still being
+    set up) or a failure leaves the call in `calls_to_stop` until its outcome settles it.
+    """
+    try:
+        accepted = await bland.stop_call(call.call_id)
+    except DialerError as exc:
+        log.warning("stop_call_failed", request_id=call.request_id, error=str(exc))
+        return "stop_retry"
+    if not accepted:
+        log.info("stop_call_refused", request_id=call.request_id, call_id=call.call_id)
+        return "stop_retry"
+    await ledger.mark_stop_sent(call.request_id, now)
+    log.info("canceled_call_stopped", request_id=call.request_id, call_id=call.call_id)
+    return "stop_sent"
 
 
 def default_owner() -> str:
@@ -221,7 +241,20 @@ class Dispatcher:
         if not await self.ledger.record_queued(claim, call_id, self.clock()):
             # The row moved on without us (e.g. a webhook settled it first); nothing to redo.
             log.warning("queued_claim_stale", request_id=claim.request_id, call_id=call_id)
+        await self._stop_if_canceled(claim.request_id)
         return "queued"
+
+    async def _stop_if_canceled(self, request_id: str) -> None:
+        """Canceled while the POST was in flight: stop the call now.
+
+        The cancel is durable in the ledger: if this fails, or the process dies first, the
+        reconciler's round stops the call (calls_to_stop).
+        """
+        try:
+            for call in await self.ledger.calls_to_stop(1, request_id=request_id):
+                await stop_canceled(self.ledger, self.bland, call, self.clock())
+        except Exception as exc:  # the call was recorded; the reconciler retries the stop
+            log.warning("stop_after_cancel_deferred", request_id=request_id, error=str(exc))
 
     async def _record_failure(self, claim: Claim, exc: Exception) -> str:
         now = self.clock()

@@ -12,7 +12,7 @@ import structlog
 
 from service.backoff import poll_delay_s
 from service.bland import BlandClient, max_request_s
-from service.dispatcher import REQUEST_ID_KEY
+from service.dispatcher import REQUEST_ID_KEY, stop_canceled
 from service.errors import DialerError
 from service.ledger import Ledger, UnknownAttempt
 from service.metrics import Metrics
@@ -121,7 +121,7 @@ class Reconciler:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.reconcile_interval_s)
 
     async def run_once(self) -> dict[str, int]:
-        """One round: sweep, then every unknown attempt due; counts by result."""
+        """One round: sweep, every unknown attempt due, then stops owed to canceled calls."""
         now = self.clock()
         swept = await self.ledger.sweep_stale_dialing(now, stale_dialing_after_s(self.settings))
         if swept:
@@ -131,6 +131,10 @@ class Reconciler:
         for attempt in await self.ledger.unknown_attempts(now, self.batch_size):
             result = await self.reconcile(attempt)
             self.metrics.reconciliations.labels(result).inc()
+            results[result] = results.get(result, 0) + 1
+        # After matching, so a call found this round for a canceled request is stopped now.
+        for call in await self.ledger.calls_to_stop(self.batch_size):
+            result = await stop_canceled(self.ledger, self.bland, call, self.clock())
             results[result] = results.get(result, 0) + 1
         return results
 

@@ -96,6 +96,9 @@ requests = Table(
     Column("next_check_at", UTCDateTime),
     Column("lease_owner", String(128)),
     Column("lease_until", UTCDateTime),
+    # A cancel that came while Bland may hold the call; the stop is retried until Bland accepts it.
+    Column("cancel_requested_at", UTCDateTime),
+    Column("stop_sent_at", UTCDateTime),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
     Index("ix_requests_due", "state", "priority", "not_before"),
@@ -104,6 +107,7 @@ requests = Table(
     Index("ix_requests_started", "state", "attempt_started_at"),
     Index("ix_requests_batch", "batch_request_id"),
     Index("ix_requests_phone", "phone_number", "attempt_started_at"),
+    Index("ix_requests_stop", "state", "cancel_requested_at"),
 )
 
 attempts = Table(

@@ -8,6 +8,7 @@ from service.ledger.engine import make_engine, mapped_errors
 from service.ledger.outbox import OutboxStore
 from service.ledger.records import (
     Accepted,
+    CallToStop,
     CancelResult,
     Claim,
     LedgerCounts,
@@ -27,6 +28,7 @@ class Ledger(Claims, Attempts, Tracking, OutboxStore):
 
 __all__ = [
     "Accepted",
+    "CallToStop",
     "CancelResult",
     "Claim",
     "Ledger",

@@ -109,7 +109,8 @@ def outcome_event(target: State, row: Any, outcome: Outcome, now: datetime) -> E
             error_message=outcome.error_message,
             source=outcome.source,
         )
-    reason = "requested" if row.reason == "cancel_requested" else "canceled_at_bland"
+    requested = row.cancel_requested_at is not None or row.reason == "cancel_requested"
+    reason = "requested" if requested else "canceled_at_bland"
     return CallCanceled(**ids, reason=reason)
 
 

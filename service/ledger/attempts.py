@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import CallFailed, CallSuppressed
+from schemas.events import CallCanceled, CallFailed, CallSuppressed
 from service.ledger.announcements import event_ids, to_json
 from service.ledger.base import LedgerBase
 from service.ledger.records import Claim
@@ -78,7 +80,8 @@ class Attempts(LedgerBase):
     ) -> str:
         """dialing -> pending (nothing was sent), or failed beyond the retry budget; the new state.
 
-        Throttling (429) never spends the budget. Returns the row's state when the claim is stale.
+        Throttling (429) never spends the budget. A request canceled during the POST is canceled
+        (+ call.canceled) instead of pending. Returns the row's state when the claim is stale.
         """
         async with self._write() as conn:
             row = await self._lock_claimed(conn, claim)
@@ -90,6 +93,9 @@ class Attempts(LedgerBase):
             await self._finish_attempt(
                 conn, claim.request_id, claim.attempt_no, now, result=result, error=error
             )
+            if row.cancel_requested_at is not None:  # nothing was placed: never dial it again
+                await self._cancel_undialed(conn, row, now)
+                return State.CANCELED.value
             if retries > max_transient_retries:
                 message = f"gave up after {retries} transient failures: {error}"
                 ev = CallFailed(**event_ids(row, now), stage="dial", error_message=message)
@@ -156,6 +162,9 @@ class Attempts(LedgerBase):
             if row is None:
                 return
             await conn.execute(delete(attempts).where(attempts.c.id == claim.attempt_id))
+            if row.cancel_requested_at is not None:
+                await self._cancel_undialed(conn, row, now, attempts=row.attempts - 1)
+                return
             await self._move(
                 conn,
                 row,
@@ -167,3 +176,14 @@ class Attempts(LedgerBase):
                 lease_owner=None,
                 lease_until=None,
             )
+
+    async def _cancel_undialed(
+        self, conn: AsyncConnection, row: Any, now: datetime, **values: Any
+    ) -> None:
+        """dialing -> pending -> canceled (+ call.canceled "requested"): no call was placed."""
+        await self._move(
+            conn, row, State.PENDING, now, None, lease_owner=None, lease_until=None, **values
+        )
+        pending = await self._lock(conn, requests.c.request_id == row.request_id)
+        ev = CallCanceled(**event_ids(pending, now), reason="requested")
+        await self._move(conn, pending, State.CANCELED, now, ev, reason="requested")

@@ -206,7 +206,7 @@ class Intake(LedgerBase):
         reply_to: str | None,
         now: datetime,
     ) -> CancelResult:
-        """pending -> canceled (+ call.canceled); dialing/queued: the call_id to stop at Bland."""
+        """pending -> canceled (+ call.canceled); dialing/queued/unknown: remembered until stopped."""
         if request_id is None and call_id is None:
             raise ValueError("cancel needs a request_id or a call_id")
         criterion = (
@@ -225,11 +225,13 @@ class Intake(LedgerBase):
                     conn, row, State.CANCELED, now, ev, reply=reply, reason="requested"
                 )
                 return CancelResult(True, State.CANCELED.value, None, row.request_id, True)
-            if row.state in (State.DIALING, State.QUEUED, State.UNKNOWN):
-                # Remembered so that the canceled outcome is reported as requested.
+            live = row.state in (State.DIALING, State.QUEUED, State.UNKNOWN)
+            if live and row.cancel_requested_at is None:
+                # Durable: once the call id is known, the call is stopped (calls_to_stop) and
+                # its canceled outcome is reported as requested.
                 await conn.execute(
                     update(requests)
                     .where(requests.c.request_id == row.request_id)
-                    .values(reason="cancel_requested", updated_at=now)
+                    .values(cancel_requested_at=now, updated_at=now)
                 )
             return CancelResult(True, row.state, row.call_id, row.request_id, False)

@@ -61,6 +61,15 @@ class CancelResult:
 
 
 @dataclass(frozen=True)
+class CallToStop:
+    """A placed call whose request was canceled and whose stop Bland has not accepted yet."""
+
+    request_id: str
+    call_id: str
+    cancel_requested_at: datetime
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a webhook or a poll learned about a call."""
 

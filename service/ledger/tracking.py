@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.events import CallUnresolved
 from service.ledger.announcements import CHUNK, event_ids, outcome_event, outcome_record
 from service.ledger.base import LedgerBase
-from service.ledger.records import Outcome, OutcomeResult, Tracked, UnknownAttempt
+from service.ledger.records import (
+    CallToStop,
+    Outcome,
+    OutcomeResult,
+    Tracked,
+    UnknownAttempt,
+)
 from service.states import State, classify_outcome
 from service.tables import attempts, requests
 
@@ -141,6 +147,37 @@ class Tracking(LedgerBase):
                 return False
             await self._to_queued(conn, row, call_id, now, reconciled=True)
             return True
+
+    async def calls_to_stop(self, limit: int, *, request_id: str | None = None) -> list[CallToStop]:
+        """Queued calls canceled by request whose stop Bland has not accepted yet, oldest first.
+
+        The cancel may have come while the POST was in flight or its answer was unknown; this
+        list is how the call still gets stopped once its id is known, after any crash.
+        """
+        criteria = [
+            requests.c.state == State.QUEUED,
+            requests.c.cancel_requested_at.is_not(None),
+            requests.c.stop_sent_at.is_(None),
+        ]
+        if request_id is not None:
+            criteria.append(requests.c.request_id == request_id)
+        async with self._read() as conn:
+            result = await conn.execute(
+                select(requests.c.request_id, requests.c.call_id, requests.c.cancel_requested_at)
+                .where(*criteria)
+                .order_by(requests.c.cancel_requested_at)
+                .limit(limit)
+            )
+            return [CallToStop(r.request_id, r.call_id, r.cancel_requested_at) for r in result]
+
+    async def mark_stop_sent(self, request_id: str, now: datetime) -> None:
+        """Bland accepted the stop of this request's call: calls_to_stop leaves it out."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(requests)
+                .where(requests.c.request_id == request_id, requests.c.stop_sent_at.is_(None))
+                .values(stop_sent_at=now)
+            )
 
     async def mark_unresolved(self, request_id: str, reason: str, now: datetime) -> bool:
         """unknown -> unresolved (+ call.unresolved): never redialed; releases the slot."""
