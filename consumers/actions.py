@@ -18,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.decode import Cancel, Create, Delivery, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
-from service.amqp import BROKER_ERRORS
+from service.amqp import BROKER_ERRORS, persistent_copy
 from service.errors import StoreUnavailableError
 from service.ledger import Ledger
 from service.logs import mask_phone, mask_text
@@ -76,20 +76,7 @@ def dead_letter_message(
             "x-dialer-exchange": message.exchange or "",
         }
     )
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return persistent_copy(message, headers, priority=message.priority)
 
 
 def _kind_label(kind: str) -> str:
@@ -226,9 +213,15 @@ class Actions:
         async def stop() -> None:
             try:
                 accepted = await stop_call(call_id)
+            except Exception as exc:  # best effort: the reconciler retries (calls_to_stop)
+                self.metrics.call_stops.labels("error").inc()
+                log.warning("stop_call_failed", call_id=call_id, error=str(exc))
+                return
+            self.metrics.call_stops.labels("sent" if accepted is True else "refused").inc()
+            try:
                 if accepted is True and request_id is not None:
                     await self.ledger.mark_stop_sent(request_id, self.clock())
-            except Exception as exc:  # best effort: the reconciler retries (calls_to_stop)
+            except Exception as exc:  # the reconciler stops it again (calls_to_stop)
                 log.warning("stop_call_failed", call_id=call_id, error=str(exc))
 
         task = asyncio.create_task(stop(), name=f"stop-call-{call_id}")

@@ -15,12 +15,12 @@ from sandbox.state import SimCall
 from sandbox.web import (
     added_latency,
     authorized,
+    checked_body,
     create_fault,
     drop_connection,
     error,
     fault_response,
-    json_body,
-    read_fault,
+    refusal,
     sim,
     unauthorized,
 )
@@ -39,17 +39,11 @@ async def create_call(request: Request) -> Response:
     if not authorized(request):
         note(now, "auth", 401)
         return unauthorized()
-    body = await json_body(request)
     try:
-        phone = validate_call(
-            body,
-            allow_http=simulator.config.allow_http_webhooks,
-            strict_https=simulator.config.strict_https_webhooks,
-        )
+        body, phone = await checked_body(request, validate_call)
     except InvalidRequest as exc:
         note(now, "invalid", 400)
         return error(400, "Invalid parameters", exc.errors)
-    assert isinstance(body, dict)  # noqa: S101 - validate_call rejects anything else
     fault = create_fault(request)
     if fault in {"5xx", "429"}:
         response = fault_response(fault)
@@ -75,11 +69,8 @@ async def create_call(request: Request) -> Response:
 
 async def get_call(request: Request) -> Response:
     """GET /v1/calls/{call_id}; an unknown id is a 404 (Bland's answer is undocumented)."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
-    if (failure := read_fault(request)) is not None:
-        return failure
+    if (refused := await refusal(request, read=True)) is not None:
+        return refused
     call = sim(request).store.calls.get(request.path_params["call_id"])
     if call is None:
         return error(404, NOT_FOUND)
@@ -88,9 +79,8 @@ async def get_call(request: Request) -> Response:
 
 async def stop_call(request: Request) -> Response:
     """POST /v1/calls/{call_id}/stop: ends a live call, cancels a waiting or scheduled one."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
+    if (refused := await refusal(request)) is not None:
+        return refused
     simulator = sim(request)
     call_id = request.path_params["call_id"]
     if call_id not in simulator.store.calls:
@@ -102,11 +92,8 @@ async def stop_call(request: Request) -> Response:
 
 async def list_calls(request: Request) -> Response:
     """GET /v1/calls with Bland's filters and index paging; no transcripts."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
-    if (failure := read_fault(request)) is not None:
-        return failure
+    if (refused := await refusal(request, read=True)) is not None:
+        return refused
     try:
         matches = [c for c in sim(request).store.calls.values() if _matches(c, request)]
         params = request.query_params

@@ -12,18 +12,14 @@ from starlette.routing import Route
 
 from sandbox.calls import iso, parse_start_time
 from sandbox.checks import InvalidRequest, validate_batch_v2
-from sandbox.faults import webhook_lost
 from sandbox.simulator import Simulator
 from sandbox.state import BatchRecord
 from sandbox.web import (
-    added_latency,
-    authorized,
+    checked_body,
     create_fault,
     drop_connection,
-    json_body,
-    read_fault,
+    refusal,
     sim,
-    unauthorized,
 )
 from schemas.phone import PhoneNumberError, normalize_phone
 
@@ -45,20 +41,13 @@ def v2_error(status_code: int, code: str, messages: list[str]) -> JSONResponse:
 
 async def create_batch(request: Request) -> Response:
     """POST /v2/batches/create."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
+    if (refused := await refusal(request)) is not None:
+        return refused
     simulator = sim(request)
-    body = await json_body(request)
     try:
-        validate_batch_v2(
-            body,
-            allow_http=simulator.config.allow_http_webhooks,
-            strict_https=simulator.config.strict_https_webhooks,
-        )
+        body, _ = await checked_body(request, validate_batch_v2)
     except InvalidRequest as exc:
         return v2_error(400, "INVALID_PARAMETERS", exc.errors)
-    assert isinstance(body, dict)  # noqa: S101 - validate_batch_v2 rejects anything else
     fault = create_fault(request)
     if fault == "5xx":
         return v2_error(500, "INTERNAL_SERVER_ERROR", ["Internal server error."])
@@ -174,17 +163,13 @@ async def _phase(simulator: Simulator, batch: BatchRecord, status: str, **extra:
         "timestamp": iso(simulator.clock.now()),
         **extra,
     }
-    ids = {"batch_id": batch.batch_id, "call_id": None}
-    if webhook_lost(simulator.fault_rng, simulator.faults):
-        simulator.sender.lost("batch_status", url, ids)
-        return
-    await simulator.sender.deliver(
+    await simulator.batch_webhook(
         "batch_status",
         url,
+        batch.batch_id,
         payload,
         retries=0,
         timeout_s=simulator.config.batch_status_timeout_s,
-        ids=ids,
     )
 
 
@@ -195,11 +180,8 @@ def _batch(request: Request) -> BatchRecord | None:
 
 async def get_batch(request: Request) -> Response:
     """GET /v2/batches/{batch_id}: no status field, as documented."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
-    if (failure := read_fault(request)) is not None:
-        return failure
+    if (refused := await refusal(request, read=True)) is not None:
+        return refused
     batch = _batch(request)
     if batch is None:
         return v2_error(404, "NOT_FOUND", ["Batch not found"])
@@ -217,11 +199,8 @@ async def get_batch(request: Request) -> Response:
 
 async def batch_logs(request: Request) -> Response:
     """GET /v2/batches/{batch_id}/logs?take=&skip=&direction= (default desc)."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
-    if (failure := read_fault(request)) is not None:
-        return failure
+    if (refused := await refusal(request, read=True)) is not None:
+        return refused
     batch = _batch(request)
     if batch is None:
         return v2_error(404, "NOT_FOUND", ["Batch not found"])
@@ -238,9 +217,8 @@ async def batch_logs(request: Request) -> Response:
 
 async def stop_batch(request: Request) -> Response:
     """POST /v2/batches/{batch_id}/stop: cancels every call that has not connected yet."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
+    if (refused := await refusal(request)) is not None:
+        return refused
     batch = _batch(request)
     if batch is None:
         return v2_error(404, "NOT_FOUND", ["Batch not found"])

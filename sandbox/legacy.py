@@ -13,20 +13,16 @@ from starlette.routing import Route
 from sandbox.batches import batch_totals, stop_calls
 from sandbox.calls import fill_template, iso, render
 from sandbox.checks import InvalidRequest, normalize_or_raise, validate_batch_v1
-from sandbox.faults import webhook_lost
 from sandbox.simulator import Simulator
 from sandbox.state import BatchRecord
 from sandbox.web import (
-    added_latency,
-    authorized,
+    checked_body,
     create_fault,
     drop_connection,
     error,
     fault_response,
-    json_body,
-    read_fault,
+    refusal,
     sim,
-    unauthorized,
 )
 
 BATCH_ONLY_KEYS = {
@@ -64,20 +60,13 @@ def call_bodies(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def create_batch(request: Request) -> Response:
     """POST /v1/batches."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
+    if (refused := await refusal(request)) is not None:
+        return refused
     simulator = sim(request)
-    body = await json_body(request)
     try:
-        validate_batch_v1(
-            body,
-            allow_http=simulator.config.allow_http_webhooks,
-            strict_https=simulator.config.strict_https_webhooks,
-        )
+        body, _ = await checked_body(request, validate_batch_v1)
     except InvalidRequest as exc:
         return error(400, "Invalid parameters", exc.errors)
-    assert isinstance(body, dict)  # noqa: S101 - validate_batch_v1 rejects anything else
     fault = create_fault(request)
     if fault in {"5xx", "429"}:
         return fault_response(fault)
@@ -101,17 +90,13 @@ async def _finish(simulator: Simulator, batch: BatchRecord) -> None:
     url = batch.body.get("batch_webhook")
     if not isinstance(url, str) or not url:
         return
-    ids = {"batch_id": batch.batch_id, "call_id": None}
-    if webhook_lost(simulator.fault_rng, simulator.faults):
-        simulator.sender.lost("batch", url, ids)
-        return
-    await simulator.sender.deliver(
+    await simulator.batch_webhook(
         "batch",
         url,
+        batch.batch_id,
         {"batch_id": batch.batch_id, "status": "completed"},
         retries=simulator.faults.webhook_retries,
         timeout_s=simulator.config.webhook_timeout_s,
-        ids=ids,
     )
 
 
@@ -126,11 +111,8 @@ def _batch(request: Request) -> BatchRecord | None:
 
 async def get_batch(request: Request) -> Response:
     """GET /v1/batches/{batch_id} with include_calls / include_transcripts / include_analysis."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
-    if (failure := read_fault(request)) is not None:
-        return failure
+    if (refused := await refusal(request, read=True)) is not None:
+        return refused
     batch = _batch(request)
     if batch is None:
         return error(404, "Batch not found")
@@ -187,9 +169,8 @@ def _analysis(simulator: Simulator, batch: BatchRecord) -> dict[str, Any]:
 
 async def stop_batch(request: Request) -> Response:
     """POST /v1/batches/{batch_id}/stop."""
-    await added_latency(request)
-    if not authorized(request):
-        return unauthorized()
+    if (refused := await refusal(request)) is not None:
+        return refused
     batch = _batch(request)
     if batch is None:
         return error(404, "Batch not found")

@@ -221,6 +221,23 @@ class Simulator:
                 ids=ids,
             )
 
+    async def batch_webhook(
+        self,
+        kind: str,
+        url: str,
+        batch_id: str,
+        payload: dict[str, Any],
+        *,
+        retries: int,
+        timeout_s: float,
+    ) -> None:
+        """POST a batch webhook, unless the fault injection loses it."""
+        ids = {"batch_id": batch_id, "call_id": None}
+        if webhook_lost(self.fault_rng, self.faults):
+            self.sender.lost(kind, url, ids)
+            return
+        await self.sender.deliver(kind, url, payload, retries=retries, timeout_s=timeout_s, ids=ids)
+
     async def wait_finished(self, call_ids: list[str]) -> None:
         """Wait until every listed call has completed."""
         tasks = [self._tasks[cid] for cid in call_ids if cid in self._tasks]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +14,7 @@ from sandbox import faults as fault_rules
 from sandbox.plans import RATE_LIMIT_MESSAGE
 from sandbox.simulator import Simulator
 
+T = TypeVar("T")
 AUTH_FAILURE = {"data": None, "errors": [{"error": "AUTH_FAILURE", "message": "Unauthorized"}]}
 
 
@@ -47,6 +48,17 @@ def unauthorized() -> JSONResponse:
     return JSONResponse(AUTH_FAILURE, status_code=401)
 
 
+async def refusal(request: Request, *, read: bool = False) -> Response | None:
+    """The configured latency, then the answer to send instead of serving, if any.
+
+    A request without a valid key gets the 401; a read (`read=True`) may get an injected 500.
+    """
+    await added_latency(request)
+    if not authorized(request):
+        return unauthorized()
+    return read_fault(request) if read else None
+
+
 def error(status_code: int, message: str, errors: list[str] | None = None) -> JSONResponse:
     """The common `{"status":"error","message":…}` envelope."""
     body: dict[str, Any] = {"status": "error", "message": message}
@@ -62,6 +74,17 @@ async def json_body(request: Request) -> object:
         return json.loads(raw) if raw else {}
     except ValueError:
         return None
+
+
+async def checked_body(request: Request, check: Callable[..., T]) -> tuple[dict[str, Any], T]:
+    """The JSON body and what `check` says of it under the webhook rules; raises InvalidRequest."""
+    config = sim(request).config
+    body = await json_body(request)
+    verdict = check(
+        body, allow_http=config.allow_http_webhooks, strict_https=config.strict_https_webhooks
+    )
+    assert isinstance(body, dict)  # noqa: S101 - every validator rejects anything else
+    return body, verdict
 
 
 async def added_latency(request: Request) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from service.settings import Settings, load_settings
 
@@ -61,3 +62,27 @@ def cli_settings(args: argparse.Namespace) -> Settings:
         if getattr(args, name, None) is not None
     }
     return load_settings(**overrides)
+
+
+def persistent_copy(
+    message: AbstractIncomingMessage, headers: dict[str, Any], *, priority: int | None = None
+) -> aio_pika.Message:
+    """A persistent copy of a delivery under new headers: same body, ids and properties.
+
+    Expiration and user_id are not copied: a copy must neither expire nor be refused for
+    a user the publisher authenticated as.
+    """
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )

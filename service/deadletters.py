@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from service.amqp import Names, cli_settings
+from service.amqp import Names, cli_settings, persistent_copy
 from service.settings import Settings
 from service.topology import declare
 
@@ -57,19 +57,7 @@ def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
     """The original request again: same body, ids and properties; death headers dropped."""
     headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(_DEATH_HEADERS)}
     headers[REPLAYS_HEADER] = describe(message).replays + 1
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return persistent_copy(message, headers)
 
 
 async def list_dead(settings: Settings, limit: int, out: TextIO, *, as_json: bool) -> int:

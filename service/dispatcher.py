@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -27,6 +26,7 @@ from service.errors import (
 )
 from service.ledger import CallToStop, Claim, Ledger
 from service.logs import mask_phone
+from service.loop import sleep_until
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -39,7 +39,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-async def stop_canceled(ledger: Ledger, bland: BlandClient, call: CallToStop, now: datetime) -> str:
+async def stop_canceled(
+    ledger: Ledger, bland: BlandClient, call: CallToStop, now: datetime, *, metrics: Metrics
+) -> str:
     """Ask Bland to stop a canceled request's call: stop_sent (recorded) or stop_retry.
 
     Only Bland's acceptance is recorded: a refusal ("SID not found" for a call still being
@@ -48,8 +50,10 @@ async def stop_canceled(ledger: Ledger, bland: BlandClient, call: CallToStop, no
     try:
         accepted = await bland.stop_call(call.call_id)
     except DialerError as exc:
+        metrics.call_stops.labels("error").inc()
         log.warning("stop_call_failed", request_id=call.request_id, error=str(exc))
         return "stop_retry"
+    metrics.call_stops.labels("sent" if accepted else "refused").inc()
     if not accepted:
         log.info("stop_call_refused", request_id=call.request_id, call_id=call.call_id)
         return "stop_retry"
@@ -170,8 +174,7 @@ class Dispatcher:
 
     async def _idle(self, seconds: float) -> None:
         hold_s = self._hold_until - time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, hold_s))
+        await sleep_until(self._wake, max(seconds, hold_s))
         self._wake.clear()
 
     async def _room(self) -> None:
@@ -252,7 +255,9 @@ class Dispatcher:
         """
         try:
             for call in await self.ledger.calls_to_stop(1, request_id=request_id):
-                await stop_canceled(self.ledger, self.bland, call, self.clock())
+                await stop_canceled(
+                    self.ledger, self.bland, call, self.clock(), metrics=self.metrics
+                )
         except Exception as exc:  # the call was recorded; the reconciler retries the stop
             log.warning("stop_after_cancel_deferred", request_id=request_id, error=str(exc))
 

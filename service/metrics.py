@@ -22,7 +22,8 @@ class Metrics:
         )
         self.calls_dialed = Counter(
             "dialer_calls_dialed_total",
-            "Dial attempts by result (queued, failed, throttled, transient, unknown).",
+            "Dial attempts by result (queued, failed, account_error, throttled, transient, "
+            "unknown, unrecorded).",
             ["result"],
             registry=r,
         )
@@ -98,5 +99,12 @@ class Metrics:
             "Events the broker returned as unroutable, by target (events: no queue bound; "
             "reply_to: the publisher's reply queue is missing). Marked sent, not retried.",
             ["target"],
+            registry=r,
+        )
+        self.call_stops = Counter(
+            "dialer_call_stops_total",
+            "Stops of a canceled request's call asked of Bland, by result (sent: accepted, "
+            "refused: e.g. SID not found, error: the request failed); retried until settled.",
+            ["result"],
             registry=r,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -21,9 +20,11 @@ from service.bland import BlandClient
 from service.dispatcher import REQUEST_ID_KEY
 from service.errors import DialerError, StoreUnavailableError
 from service.ledger import Ledger, Outcome, OutcomeResult, Tracked
+from service.loop import Periodic
 from service.metrics import Metrics
 from service.settings import Settings
 from service.states import classify_outcome
+from service.webhook_relay import WebhookRelay
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,21 @@ def is_final(outcome: Outcome) -> bool:
     return classify_outcome(outcome.status, outcome.completed, outcome.queue_status) is not None
 
 
+async def record_and_count(
+    ledger: Ledger,
+    metrics: Metrics,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    request_id: str | None = None,
+) -> OutcomeResult:
+    """Record the outcome; count it when it settled the request (a replay counts nothing)."""
+    recorded = await ledger.record_outcome(outcome, now, request_id=request_id)
+    if recorded.changed:
+        metrics.call_outcomes.labels(recorded.state or "", outcome.status or "").inc()
+    return recorded
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -148,17 +164,12 @@ class OutcomeService:
         self.clock = clock
         secret = settings.webhook_secret
         self._secret = secret.get_secret_value() if secret is not None else ""
-        self._relay = httpx.AsyncClient(
-            timeout=settings.publisher_webhook_timeout_s,
-            follow_redirects=False,
-            transport=relay_transport,
+        self._relay = WebhookRelay(
+            metrics, timeout_s=settings.publisher_webhook_timeout_s, transport=relay_transport
         )
-        self._relays: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         """Let relays in flight finish (each is bounded by its timeout), then close."""
-        if self._relays:
-            await asyncio.wait(set(self._relays))
         await self._relay.aclose()
 
     async def handle_bland_webhook(self, raw_body: bytes, signature: str | None) -> WebhookResult:
@@ -175,17 +186,15 @@ class OutcomeService:
         if outcome is None:
             return self._count(WebhookResult("ignored", 200))
         try:
-            recorded = await self.ledger.record_outcome(
-                outcome, self.clock(), request_id=request_id_of(outcome)
+            recorded = await record_and_count(
+                self.ledger, self.metrics, outcome, self.clock(), request_id=request_id_of(outcome)
             )
         except StoreUnavailableError as exc:  # not 2xx: Bland delivers it again later
             log.warning("webhook_not_recorded", call_id=outcome.call_id, error=str(exc))
             return self._count(WebhookResult("unavailable", 503))
         result = self._result(outcome, recorded)
-        if recorded.changed:
-            self.metrics.call_outcomes.labels(recorded.state or "", outcome.status or "").inc()
-            if recorded.publisher_webhook:
-                self._start_relay(recorded.publisher_webhook, raw_body, signature or "")
+        if recorded.changed and recorded.publisher_webhook:
+            self._relay.start(recorded.publisher_webhook, raw_body, signature or "")
         return self._count(result)
 
     def _result(self, outcome: Outcome, recorded: OutcomeResult) -> WebhookResult:
@@ -204,27 +213,8 @@ class OutcomeService:
         self.metrics.webhooks.labels(result.result).inc()
         return result
 
-    def _start_relay(self, url: str, raw_body: bytes, signature: str) -> None:
-        task = asyncio.create_task(self._relay_once(url, raw_body, signature))
-        self._relays.add(task)
-        task.add_done_callback(self._relays.discard)
 
-    async def _relay_once(self, url: str, raw_body: bytes, signature: str) -> None:
-        """POST Bland's exact bytes and signature to the publisher's webhook, once."""
-        headers = {"Content-Type": "application/json", "X-Webhook-Signature": signature}
-        try:
-            response = await self._relay.post(url, content=raw_body, headers=headers)
-        except httpx.HTTPError as exc:
-            self.metrics.webhook_relays.labels("error").inc()
-            log.warning("webhook_relay_failed", error=type(exc).__name__)
-            return
-        ok = 200 <= response.status_code < 300
-        self.metrics.webhook_relays.labels("delivered" if ok else "refused").inc()
-        if not ok:
-            log.warning("webhook_relay_refused", http_status=response.status_code)
-
-
-class OutcomePoller:
+class OutcomePoller(Periodic):
     """Asks Bland for calls whose outcome is overdue (a webhook lost or never configured)."""
 
     def __init__(
@@ -237,42 +227,18 @@ class OutcomePoller:
         clock: Callable[[], datetime] = _utcnow,
         batch_size: int = 100,
     ) -> None:
+        super().__init__(
+            "outcome-poller",
+            interval_s=settings.poll_interval_s,
+            failed_event="poll_round_failed",
+            log=log,
+        )
         self.settings = settings
         self.ledger = ledger
         self.bland = bland
         self.metrics = metrics
         self.clock = clock
         self.batch_size = batch_size
-        self.failures = 0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start polling every `poll_interval_s`."""
-        self._task = asyncio.create_task(self._loop(), name="outcome-poller")
-
-    async def stop(self, grace_s: float) -> None:
-        """Finish the round in progress within grace_s."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-                self.failures = 0
-            except Exception as exc:  # the ledger is down: try again next round
-                self.failures += 1
-                log.warning("poll_round_failed", error=str(exc), failures=self.failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval_s)
 
     async def run_once(self) -> int:
         """Check every overdue call once; returns how many outcomes were recorded."""
@@ -298,9 +264,7 @@ class OutcomePoller:
             details = None
         outcome = parse_outcome(details, "poll") if details is not None else None
         if outcome is not None and is_final(outcome):
-            recorded = await self.ledger.record_outcome(outcome, self.clock())
-            if recorded.changed:
-                self.metrics.call_outcomes.labels(recorded.state or "", outcome.status or "").inc()
+            recorded = await record_and_count(self.ledger, self.metrics, outcome, self.clock())
             return recorded.changed
         now = self.clock()
         overdue_s = (now - (tracked.outcome_due_at or now)).total_seconds()

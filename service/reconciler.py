@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,8 +13,9 @@ from service.bland import BlandClient, max_request_s
 from service.dispatcher import REQUEST_ID_KEY, stop_canceled
 from service.errors import DialerError
 from service.ledger import Ledger, UnknownAttempt
+from service.loop import Periodic
 from service.metrics import Metrics
-from service.outcomes import is_final, parse_outcome
+from service.outcomes import is_final, parse_outcome, record_and_count
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -70,7 +69,7 @@ def stale_dialing_after_s(settings: Settings) -> float:
     return max_request_s(settings) + STALE_MARGIN_S
 
 
-class Reconciler:
+class Reconciler(Periodic):
     """Sweeps abandoned `dialing` rows to unknown, then looks each unknown attempt up at Bland."""
 
     def __init__(
@@ -83,42 +82,18 @@ class Reconciler:
         clock: Callable[[], datetime] = _utcnow,
         batch_size: int = 50,
     ) -> None:
+        super().__init__(
+            "reconciler",
+            interval_s=settings.reconcile_interval_s,
+            failed_event="reconcile_round_failed",
+            log=log,
+        )
         self.settings = settings
         self.ledger = ledger
         self.bland = bland
         self.metrics = metrics
         self.clock = clock
         self.batch_size = batch_size
-        self.failures = 0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Reconcile every `reconcile_interval_s`."""
-        self._task = asyncio.create_task(self._loop(), name="reconciler")
-
-    async def stop(self, grace_s: float) -> None:
-        """Finish the round in progress within grace_s."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-                self.failures = 0
-            except Exception as exc:  # the ledger is down: try again next round
-                self.failures += 1
-                log.warning("reconcile_round_failed", error=str(exc), failures=self.failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.reconcile_interval_s)
 
     async def run_once(self) -> dict[str, int]:
         """One round: sweep, every unknown attempt due, then stops owed to canceled calls."""
@@ -134,7 +109,9 @@ class Reconciler:
             results[result] = results.get(result, 0) + 1
         # After matching, so a call found this round for a canceled request is stopped now.
         for call in await self.ledger.calls_to_stop(self.batch_size):
-            result = await stop_canceled(self.ledger, self.bland, call, self.clock())
+            result = await stop_canceled(
+                self.ledger, self.bland, call, self.clock(), metrics=self.metrics
+            )
             results[result] = results.get(result, 0) + 1
         return results
 
@@ -193,9 +170,7 @@ class Reconciler:
         log.info("unknown_outcome_matched", request_id=attempt.request_id, call_id=call_id)
         outcome = parse_outcome(call, "poll")
         if outcome is not None and is_final(outcome):  # it is over already: settle it now
-            recorded = await self.ledger.record_outcome(outcome, now)
-            if recorded.changed:
-                self.metrics.call_outcomes.labels(recorded.state or "", outcome.status or "").inc()
+            await record_and_count(self.ledger, self.metrics, outcome, now)
 
     async def _postpone(self, attempt: UnknownAttempt) -> None:
         """Look again later, thinning out, but exactly at the end of the grace period once."""

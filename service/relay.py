@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from schemas.events import SCHEMA_VERSION
 from service.amqp import APP_ID, BROKER_ERRORS, connect
 from service.ledger import Ledger, OutboxRow
+from service.loop import finish, sleep_until
 from service.metrics import Metrics
 from service.settings import Settings
 from service.topology import declare
@@ -106,13 +106,7 @@ class OutboxRelay:
     async def stop(self, grace_s: float) -> None:
         """Finish the round in progress (within grace_s), then disconnect."""
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await finish(self._task, grace_s)
         if self._connection is not None:
             await self._connection.close()
 
@@ -128,13 +122,9 @@ class OutboxRelay:
             elif sent:  # an empty round proves nothing (failed rows may be leased away)
                 self.failures = 0
             if failed:
-                await self._sleep(backoff_s(self.failures))
+                await sleep_until(self._stopping, backoff_s(self.failures))
             elif sent == 0:
-                await self._sleep(self.settings.outbox_idle_s)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+                await sleep_until(self._stopping, self.settings.outbox_idle_s)
 
     async def run_once(self) -> tuple[int, int]:
         """Publish one batch of pending rows, all in flight at once; return (sent, failed)."""

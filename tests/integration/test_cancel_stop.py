@@ -14,19 +14,17 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
 
 from schemas.envelope import DialerOptions
-from schemas.events import Event, parse_event
 from service.bland import BlandClient
-from service.dispatcher import Dispatcher
-from service.ledger import CancelResult, Ledger, NewCall
+from service.dispatcher import Dispatcher, stop_canceled
+from service.ledger import CallToStop, CancelResult, Ledger, NewCall
 from service.metrics import Metrics
 from service.migrate import upgrade
 from service.outcomes import OutcomePoller
 from service.reconciler import Reconciler
 from service.settings import Settings
-from service.tables import outbox, requests
+from tests.support.ledger import events, row
 from tests.support.sandbox import SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.integration
@@ -110,24 +108,6 @@ async def cancel(r: Rig, request_id: str) -> CancelResult:
 def now() -> datetime:
     """The wall clock, as the service reads it."""
     return datetime.now(UTC)
-
-
-async def row(ledger: Ledger, request_id: str) -> Any:
-    """One request row."""
-    async with ledger.engine.connect() as conn:
-        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
-        return result.one()
-
-
-async def events(ledger: Ledger, request_id: str) -> list[Event]:
-    """The events written for one request, in order."""
-    async with ledger.engine.connect() as conn:
-        result = await conn.execute(
-            select(outbox.c.event_type, outbox.c.body)
-            .where(outbox.c.request_id == request_id)
-            .order_by(outbox.c.id)
-        )
-        return [parse_event(r.event_type, r.body) for r in result]
 
 
 async def settled_at_bland(sandbox: SandboxProcess, call_id: str) -> dict[str, Any]:
@@ -261,6 +241,41 @@ async def test_a_failed_stop_is_retried_until_bland_accepts_it(
         second = await r.reconciler.run_once()
         assert second.get("stop_sent") == 1
         await assert_canceled_as_requested(r, sandbox, "req-retry")
+
+
+async def test_stops_asked_of_bland_are_counted_by_result(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox) as r:
+        await accept(r, "req-count")
+        await r.dispatcher.run_once()
+        await r.dispatcher.join()
+        call_id = (await row(r.ledger, "req-count")).call_id
+        metrics = r.reconciler.metrics
+        unreachable = BlandClient(
+            Settings(bland_base_url="http://127.0.0.1:9"), Metrics(CollectorRegistry())
+        )
+        asks = [
+            (unreachable, call_id),
+            (r.bland, "00000000-0000-0000-0000-000000000000"),  # Bland: "SID not found"
+            (r.bland, call_id),
+        ]
+        try:
+            results = [
+                await stop_canceled(
+                    r.ledger, bland, CallToStop("req-count", cid, now()), now(), metrics=metrics
+                )
+                for bland, cid in asks
+            ]
+        finally:
+            await unreachable.aclose()
+
+        assert results == ["stop_retry", "stop_retry", "stop_sent"]
+        counted = {
+            result: metrics.registry.get_sample_value("dialer_call_stops_total", {"result": result})
+            for result in ("error", "refused", "sent")
+        }
+        assert counted == {"error": 1.0, "refused": 1.0, "sent": 1.0}
 
 
 async def test_a_cancel_during_a_throttled_post_cancels_without_a_call(

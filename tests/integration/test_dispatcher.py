@@ -23,7 +23,8 @@ from service.ledger import Claim, Ledger, NewCall
 from service.metrics import Metrics
 from service.migrate import upgrade
 from service.settings import Settings
-from service.tables import outbox, requests
+from service.tables import outbox
+from tests.support.ledger import rows
 from tests.support.sandbox import SandboxProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -91,13 +92,6 @@ def new_call(n: int, **body: Any) -> NewCall:
 async def accept(rig: Rig, count: int, **body: Any) -> None:
     """Write `count` due requests into the ledger."""
     await rig.ledger.accept_calls([new_call(n, **body) for n in range(count)], datetime.now(UTC))
-
-
-async def rows(ledger: Ledger) -> dict[str, Any]:
-    """Every request row by id."""
-    async with ledger.engine.connect() as conn:
-        result = await conn.execute(select(requests))
-        return {row.request_id: row for row in result}
 
 
 async def event_types(ledger: Ledger, request_id: str) -> list[str]:

@@ -30,7 +30,8 @@ from service.metrics import Metrics
 from service.migrate import upgrade
 from service.outcomes import OutcomePoller, OutcomeService
 from service.settings import Settings
-from service.tables import outbox, requests
+from service.tables import outbox
+from tests.support.ledger import rows
 from tests.support.sandbox import SandboxProcess, WebhookReceiver, free_port
 
 pytestmark = pytest.mark.integration
@@ -136,12 +137,6 @@ async def accept(r: Rig, count: int, publisher_webhook: str | None = None) -> No
     """Write `count` due requests."""
     calls = [new_call(n, publisher_webhook) for n in range(count)]
     await r.ledger.accept_calls(calls, datetime.now(UTC))
-
-
-async def rows(ledger: Ledger) -> dict[str, Any]:
-    """Every request row by id."""
-    async with ledger.engine.connect() as conn:
-        return {row.request_id: row for row in await conn.execute(select(requests))}
 
 
 async def event_count(ledger: Ledger) -> int:

@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
 
 from schemas.envelope import DialerOptions
-from schemas.events import Event, parse_event
 from service.bland import BlandClient
 from service.dispatcher import Dispatcher
 from service.ledger import Ledger, NewCall
@@ -22,7 +20,7 @@ from service.metrics import Metrics
 from service.migrate import upgrade
 from service.reconciler import Reconciler, candidates, carries, parse_time
 from service.settings import Settings
-from service.tables import outbox, requests
+from tests.support.ledger import events, row
 from tests.support.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.integration
@@ -91,24 +89,6 @@ async def dial(r: Rig, *request_ids: str) -> None:
     await r.ledger.accept_calls([new_call(i) for i in request_ids], datetime.now(UTC))
     await r.dispatcher.run_once()
     await r.dispatcher.join()
-
-
-async def row(ledger: Ledger, request_id: str) -> Any:
-    """One request row."""
-    async with ledger.engine.connect() as conn:
-        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
-        return result.one()
-
-
-async def events(ledger: Ledger, request_id: str) -> list[Event]:
-    """The events written for one request, in order."""
-    async with ledger.engine.connect() as conn:
-        result = await conn.execute(
-            select(outbox.c.event_type, outbox.c.body)
-            .where(outbox.c.request_id == request_id)
-            .order_by(outbox.c.id)
-        )
-        return [parse_event(r.event_type, r.body) for r in result]
 
 
 async def test_a_dropped_answer_is_reconciled_to_the_call_bland_placed(
