@@ -6,7 +6,10 @@ import re
 import sys
 from pathlib import Path
 
+from prometheus_client.metrics import MetricWrapperBase
+
 from schemas.export import contract_markdown
+from service.metrics import Metrics
 from service.settings import settings_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -19,9 +22,26 @@ def _replace(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 
 
+def metrics_markdown() -> str:
+    """The metrics table: every metric the service registers, with its labels."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for metric in vars(Metrics()).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        family = next(iter(metric.describe()))
+        suffix = "_total" if family.type == "counter" else ""
+        # prometheus_client keeps label names only on the wrapper; describe() drops them.
+        labels = ", ".join(f"`{name}`" for name in getattr(metric, "_labelnames", ()))
+        rows.append(
+            f"| `{family.name}{suffix}` | {family.type} | {labels} | {family.documentation} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def render(text: str) -> str:
     """The README text with its generated sections brought up to date."""
     text = _replace(text, "contract", contract_markdown())
+    text = _replace(text, "metrics", metrics_markdown())
     return _replace(text, "settings", settings_markdown())
 
 
