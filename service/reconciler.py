@@ -25,7 +25,6 @@ log = structlog.get_logger(__name__)
 CLOCK_SKEW_S = 300.0
 LIST_LIMIT = 200
 CHECK_CAP_S = 60.0
-STALE_MARGIN_S = 30.0
 
 
 def _utcnow() -> datetime:
@@ -66,7 +65,7 @@ def carries(call: Mapping[str, Any], request_id: str) -> bool | None:
 
 def stale_dialing_after_s(settings: Settings) -> float:
     """A `dialing` row older than the longest possible POST (plus a margin) was abandoned."""
-    return max_request_s(settings) + STALE_MARGIN_S
+    return max_request_s(settings) + settings.stale_claim_margin_s
 
 
 class Reconciler(Periodic):
@@ -116,9 +115,9 @@ class Reconciler(Periodic):
         return results
 
     async def reconcile(self, attempt: UnknownAttempt) -> str:
-        """matched (now queued), unresolved (grace over, not found), pending or error."""
+        """matched (now queued), requeued (orphan never received), unresolved, pending or error."""
         try:
-            call = await self.find(attempt)
+            call, complete = await self.lookup(attempt)
         except DialerError as exc:
             log.info("reconcile_lookup_failed", request_id=attempt.request_id, error=str(exc))
             await self._postpone(attempt)
@@ -128,6 +127,11 @@ class Reconciler(Periodic):
             await self._resolve(attempt, call, now)
             return "matched"
         age_s = (now - attempt.attempt_started_at).total_seconds()
+        if age_s >= self.settings.reconcile_grace_s and self._redial(attempt, complete):
+            reason = f"orphaned claim, no call at Bland {round(age_s)} s after the attempt"
+            if await self.ledger.requeue_orphan(attempt.request_id, now, reason):
+                log.warning("orphaned_claim_requeued", request_id=attempt.request_id)
+                return "requeued"
         if age_s >= self.settings.reconcile_grace_s:
             reason = (
                 f"no call for this request at Bland {round(age_s)} s after the attempt; "
@@ -139,10 +143,19 @@ class Reconciler(Periodic):
         await self._postpone(attempt)
         return "pending"
 
+    def _redial(self, attempt: UnknownAttempt, complete: bool) -> bool:
+        """Dial again only an orphaned claim, when Bland's whole list for the number was seen."""
+        return self.settings.redial_orphans and attempt.orphaned and complete
+
     async def find(self, attempt: UnknownAttempt) -> Mapping[str, Any] | None:
         """The call at Bland whose metadata carries this request id, if any."""
+        call, _ = await self.lookup(attempt)
+        return call
+
+    async def lookup(self, attempt: UnknownAttempt) -> tuple[Mapping[str, Any] | None, bool]:
+        """(the call carrying this request id or None, whether the search saw every candidate)."""
         if not attempt.phone_number:
-            return None
+            return None, False
         started = attempt.attempt_started_at
         rows = await self.bland.list_calls(
             to_number=attempt.phone_number,
@@ -150,17 +163,21 @@ class Reconciler(Periodic):
             limit=LIST_LIMIT,
         )
         found: list[Mapping[str, Any]] = []
+        unreadable = 0
         for row in candidates(rows, started, CLOCK_SKEW_S):
             call = row
             if carries(row, attempt.request_id) is None and isinstance(row.get("call_id"), str):
                 call = await self.bland.get_call(row["call_id"]) or row
-            if carries(call, attempt.request_id):
+            mine = carries(call, attempt.request_id)
+            unreadable += mine is None
+            if mine:
                 found.append(call)
         if len(found) > 1:  # one POST made two calls? Never expected: say so loudly.
             ids = [c.get("call_id") for c in found]
             log.error("several_calls_for_one_request", request_id=attempt.request_id, call_ids=ids)
         found.sort(key=lambda c: str(c.get("created_at") or ""))
-        return found[0] if found else None
+        # A full page may hide older rows, an unreadable row may be ours: absence unproven.
+        return (found[0] if found else None), len(rows) < LIST_LIMIT and not unreadable
 
     async def _resolve(
         self, attempt: UnknownAttempt, call: Mapping[str, Any], now: datetime

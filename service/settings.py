@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(15.0, gt=0)
     reconcile_grace_s: float = Field(300.0, gt=0)
     reconcile_interval_s: float = Field(10.0, gt=0)
+    redial_orphans: bool = True
+    stale_claim_margin_s: float = Field(30.0, ge=0)
     publisher_webhook_timeout_s: float = Field(5.0, gt=0)
 
     # Outbox relay
@@ -171,6 +173,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "poll_interval_s": "How often overdue calls are polled.",
     "reconcile_grace_s": "An unknown dial outcome not found at Bland within this time becomes `call.unresolved`.",
     "reconcile_interval_s": "How often unknown outcomes are reconciled.",
+    "stale_claim_margin_s": "A `dialing` row older than the longest possible POST (timeouts) plus this margin was left by a dead process: it is reconciled as an orphan.",
+    "redial_orphans": "A claim left by a process that died (kill -9) before its POST's result was recorded, and that Bland still does not know after the grace period, is dialed again; `false`: `call.unresolved`. Attempts that failed ambiguously (timeout after sending, 5xx) are never redialed.",
     "publisher_webhook_timeout_s": "Timeout when relaying Bland's webhook to a publisher's own `webhook`.",
     "outbox_batch_size": "Events published per relay round.",
     "outbox_idle_s": "Relay sleep when the outbox is empty.",

@@ -29,8 +29,16 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     ),
     State.QUEUED: frozenset({State.COMPLETED, State.FAILED, State.CANCELED}),
     # A late answer to the attempt (webhook, poll) settles an unknown outcome directly.
+    # unknown -> pending only for an orphaned claim that Bland confirms it never received.
     State.UNKNOWN: frozenset(
-        {State.QUEUED, State.UNRESOLVED, State.COMPLETED, State.FAILED, State.CANCELED}
+        {
+            State.QUEUED,
+            State.UNRESOLVED,
+            State.COMPLETED,
+            State.FAILED,
+            State.CANCELED,
+            State.PENDING,
+        }
     ),
     State.COMPLETED: frozenset(),
     State.FAILED: frozenset(),

@@ -128,6 +128,7 @@ class UnknownAttempt:
     next_check_at: datetime | None
     correlation_id: str | None
     batch_request_id: str | None
+    orphaned: bool = False  # the claiming process died; no error was ever seen for the POST
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Row, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import CallUnresolved
+from schemas.events import CallCanceled, CallUnresolved
 from service.ledger.announcements import CHUNK, event_ids, outcome_event, outcome_record
 from service.ledger.base import LedgerBase
 from service.ledger.records import (
@@ -20,6 +20,9 @@ from service.ledger.records import (
 )
 from service.states import State, classify_outcome
 from service.tables import attempts, requests
+
+# The attempt result of a claim whose process died before recording what its POST did.
+ORPHANED = "orphaned"
 
 
 class Tracking(LedgerBase):
@@ -119,7 +122,11 @@ class Tracking(LedgerBase):
         )
         async with self._read() as conn:
             result = await conn.execute(
-                select(requests, attempts.c.id.label("attempt_id"))
+                select(
+                    requests,
+                    attempts.c.id.label("attempt_id"),
+                    attempts.c.result.label("attempt_result"),
+                )
                 .select_from(joined)
                 .where(requests.c.state == State.UNKNOWN, requests.c.next_check_at <= now)
                 .order_by(requests.c.next_check_at)
@@ -135,6 +142,7 @@ class Tracking(LedgerBase):
                     next_check_at=r.next_check_at,
                     correlation_id=r.correlation_id,
                     batch_request_id=r.batch_request_id,
+                    orphaned=r.attempt_result == ORPHANED,
                 )
                 for r in result
             ]
@@ -225,6 +233,41 @@ class Tracking(LedgerBase):
                     reason="stale dialing: the dialing process stopped before recording a result",
                 )
                 await self._finish_attempt(
-                    conn, row.request_id, row.attempts, now, result="unknown", error="stale"
+                    conn, row.request_id, row.attempts, now, result=ORPHANED, error="stale"
                 )
             return len(rows)
+
+    async def requeue_orphan(self, request_id: str, now: datetime, reason: str) -> bool:
+        """unknown -> pending: an orphaned claim that Bland confirms it never received.
+
+        Only for attempts the sweep marked orphaned (the process died; no POST error was seen);
+        an attempt that failed ambiguously is never dialed again.
+        """
+        async with self._write() as conn:
+            row = await self._lock(conn, requests.c.request_id == request_id)
+            if row is None or row.state != State.UNKNOWN:
+                return False
+            result = await conn.execute(
+                select(attempts.c.result).where(
+                    attempts.c.request_id == request_id, attempts.c.attempt_no == row.attempts
+                )
+            )
+            if result.scalar() != ORPHANED:
+                return False
+            if row.cancel_requested_at is not None:
+                ev = CallCanceled(**event_ids(row, now), reason="requested")
+                await self._move(conn, row, State.CANCELED, now, ev, next_check_at=None)
+                return True
+            await self._move(
+                conn,
+                row,
+                State.PENDING,
+                now,
+                None,
+                not_before=now,
+                next_check_at=None,
+                lease_owner=None,
+                lease_until=None,
+                reason=reason[:255],
+            )
+            return True

@@ -130,7 +130,8 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_dials_nobody_twice(
     start: StartService,
 ) -> None:
     # Webhooks sent while the service is down are retried for about 6 s.
-    sandbox = sandbox_factory(**FAST_SANDBOX, webhook_retries=8)
+    # 100 ms per POST: claims queue for connections, so the kill leaves some never sent.
+    sandbox = sandbox_factory(**FAST_SANDBOX, webhook_retries=8, latency_ms=100)
     first = await asyncio.to_thread(start, sqlite_url, sandbox)
     requests = _requests(300)
     ids = {rid for rid, _ in requests}
@@ -146,13 +147,11 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_dials_nobody_twice(
 
     per_request = calls_by_request(await sandbox.aground_truth())
     assert max(per_request.values()) == 1, "a request was dialed twice"
+    assert set(per_request) == ids, "a request was never dialed"
     finals = latest_by_request(tap.seen, ["call.completed", "call.failed", "call.unresolved"])
-    assert set(finals) == ids, "a request was lost"
-    # An attempt committed but not yet sent when the process died cannot be told from one
-    # Bland lost: by design it ends `call.unresolved` (never redialed). It must have no call.
-    unresolved = set(latest_by_request(tap.seen, ["call.unresolved"]))
-    assert not {rid for rid in unresolved if per_request.get(rid)}, "unresolved, yet called"
-    assert set(per_request) == ids - unresolved
-    assert len(unresolved) <= 32, "more unsent claims than one dispatcher round"
+    assert set(finals) == ids, "a request has no final outcome"
+    # Claims the dead process never sent are swept as orphans, found absent at Bland after
+    # the grace period, and dialed once by the second process: none ends unresolved.
+    assert not latest_by_request(tap.seen, ["call.unresolved"])
     code, _ = await asyncio.to_thread(second.terminate)
     assert code == 0

@@ -310,11 +310,12 @@ async def test_expired_rows_are_expired_not_claimed(ledger: Ledger) -> None:
 
 async def test_an_expired_slot_lease_frees_its_slot(ledger: Ledger) -> None:
     await ledger.accept_calls([new_call("a"), new_call("b")], T0)
-    limits: dict[str, Any] = {"max_concurrent": 1, "slot_lease_s": 60.0}
+    # Longer than a default 30-minute call plus its margin, so the configured lease applies.
+    limits: dict[str, Any] = {"max_concurrent": 1, "slot_lease_s": 7200.0}
     assert [c.request_id for c in await claim(ledger, T0, **limits)] == ["a"]
-    assert await claim(ledger, at(59), **limits) == []
-    assert [c.request_id for c in await claim(ledger, at(60), **limits)] == ["b"]
-    assert (await ledger.counts(at(60))).active_slots == 1
+    assert await claim(ledger, at(7199), **limits) == []
+    assert [c.request_id for c in await claim(ledger, at(7200), **limits)] == ["b"]
+    assert (await ledger.counts(at(7200))).active_slots == 1
 
 
 async def test_two_claimers_never_share_a_row_nor_exceed_limits(database_url: str) -> None:
@@ -677,6 +678,24 @@ async def test_stale_dialing_rows_become_unknown_never_pending(ledger: Ledger) -
     # The dispatcher that held the stale claim can no longer record a result for it.
     await ledger.record_dial_failed(one, http_status=400, message="x", errors=[], now=at(61))
     assert await state(ledger, one.request_id) == "unknown"
+
+
+async def test_only_an_orphaned_claim_can_go_back_to_pending(ledger: Ledger) -> None:
+    await ledger.accept_calls([new_call("r1"), new_call("r2")], T0)
+    (first,) = await claim(ledger, T0, limit=1)  # its process dies: swept as orphaned
+    (second,) = await claim(ledger, at(1), limit=1)  # its POST timed out: ambiguous
+    await ledger.record_unknown(second, error="read timeout", now=at(2))
+    assert await ledger.sweep_stale_dialing(at(60), stale_after_s=30) == 1
+    seen = len(await events(ledger))
+
+    assert not await ledger.requeue_orphan(second.request_id, at(400), "absent")
+    assert await ledger.requeue_orphan(first.request_id, at(400), "absent")
+
+    assert await state(ledger, second.request_id) == "unknown"
+    assert await state(ledger, first.request_id) == "pending"
+    assert await new_events(ledger, seen) == []
+    assert await slot_count(ledger) == 1
+    assert not await ledger.requeue_orphan(first.request_id, at(401), "again")
 
 
 async def test_cancel_by_state(ledger: Ledger) -> None:

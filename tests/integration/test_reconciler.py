@@ -207,6 +207,89 @@ async def test_an_abandoned_dialing_row_is_swept_and_matched(
         assert claim.attempt_no == 1
 
 
+async def orphan(r: Rig, request_id: str, now: datetime) -> None:
+    """Accept and claim a request as a process that then dies before its POST leaves."""
+    await r.ledger.accept_calls([new_call(request_id)], now)
+    await r.ledger.claim_due(
+        owner="died",
+        now=now,
+        limit=1,
+        max_concurrent=10,
+        max_per_second=10.0,
+        slot_lease_s=3600.0,
+    )
+
+
+@pytest.mark.parametrize("redial_orphans", [True, False])
+async def test_an_orphan_bland_never_received_is_dialed_once_after_the_grace(
+    database_url: str, sandbox: SandboxProcess, redial_orphans: bool
+) -> None:
+    async with rig(
+        database_url, sandbox, reconcile_grace_s=200.0, redial_orphans=redial_orphans
+    ) as r:
+        now = datetime.now(UTC)
+        await orphan(r, "req-orphan", now)
+        r.reconciler.clock = lambda: now + timedelta(seconds=100)  # past the stale threshold
+        early = await r.reconciler.run_once()
+        assert early == {"swept": 1, "pending": 1}
+        assert (await row(r.ledger, "req-orphan")).state == "unknown"
+
+        r.reconciler.clock = lambda: now + timedelta(seconds=201)
+        late = await r.reconciler.run_once()
+
+        if not redial_orphans:
+            assert late.get("unresolved") == 1
+            assert (await row(r.ledger, "req-orphan")).state == "unresolved"
+            assert await sandbox.aground_truth() == []
+            return
+        assert late.get("requeued") == 1
+        assert (await row(r.ledger, "req-orphan")).state == "pending"
+        r.dispatcher.clock = lambda: now + timedelta(seconds=202)
+        await r.dispatcher.run_once()
+        await r.dispatcher.join()
+        [truth] = await sandbox.aground_truth()
+        found = await row(r.ledger, "req-orphan")
+        assert found.state in {"queued", "completed"}
+        assert found.call_id == truth["call_id"]
+        assert found.attempts == 2
+        types = [e.type for e in await events(r.ledger, "req-orphan")]
+        assert types.count("call.accepted") == 1
+        assert "call.unresolved" not in types
+
+
+async def test_an_orphan_whose_post_reached_bland_is_matched_not_redialed(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=60.0) as r:
+        now = datetime.now(UTC)
+        await orphan(r, "req-sent", now)
+        await r.bland.create_call(
+            {"phone_number": PHONE, "task": "t", "metadata": {"dialer_request_id": "req-sent"}}
+        )
+        r.reconciler.clock = lambda: now + timedelta(seconds=120)
+
+        results = await r.reconciler.run_once()
+
+        assert results.get("matched") == 1
+        assert "requeued" not in results
+        assert len(await sandbox.aground_truth()) == 1
+
+
+async def test_an_ambiguous_failure_is_never_redialed_even_with_orphan_redial_on(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    await sandbox.aset_faults(error_5xx_share=1.0)
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.2, redial_orphans=True) as r:
+        await dial(r, "req-5xx-ambiguous")
+        await asyncio.sleep(0.3)
+
+        results = await r.reconciler.run_once()
+
+        assert results.get("unresolved") == 1
+        assert "requeued" not in results
+        assert await sandbox.aground_truth() == []
+
+
 async def test_a_failed_lookup_postpones_and_never_gives_up(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
