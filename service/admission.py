@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# Bland's `max_duration` when a request does not set one, and the time a placed call may spend
+# queued and ringing at Bland before its `max_duration` starts to run (plus clock skew).
+DEFAULT_MAX_DURATION_MIN = 30
+CALL_END_MARGIN_S = 3600.0
+
 
 @dataclass(frozen=True)
 class RateWindow:
@@ -55,3 +60,15 @@ def admit(
         return Admission(admitted=admitted, limited_by=None)
     limited_by = "concurrency" if free_slots <= rate_budget else "rate"
     return Admission(admitted=admitted, limited_by=limited_by)
+
+
+def slot_lease_for(configured_s: float, max_duration_min: object) -> float:
+    """How long a slot is held without an outcome: `configured_s`, or longer for a long call.
+
+    A slot freed while Bland may still be running the call lets a new call past
+    `max_concurrent`, so the lease covers the call's `max_duration` (up to 12 h) plus a margin.
+    """
+    minutes = max_duration_min if isinstance(max_duration_min, int | float) else None
+    if minutes is None or isinstance(minutes, bool) or not math.isfinite(minutes) or minutes <= 0:
+        minutes = DEFAULT_MAX_DURATION_MIN
+    return max(configured_s, float(minutes) * 60.0 + CALL_END_MARGIN_S)

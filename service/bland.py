@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -131,6 +132,7 @@ class BlandClient:
         if settings.bland_api_key is not None:
             headers["Authorization"] = settings.bland_api_key.get_secret_value()
         self._metrics = metrics
+        self._create_deadline_s = max_request_s(settings)
         self._client = httpx.AsyncClient(
             base_url=settings.bland_base_url,
             headers=headers,
@@ -152,11 +154,20 @@ class BlandClient:
         await self._client.aclose()
 
     async def create_call(self, body: Mapping[str, Any]) -> str:
-        """POST /v1/calls; the call id, or a DialerError saying whether it may be retried."""
+        """POST /v1/calls; the call id, or a DialerError saying whether it may be retried.
+
+        httpx's timeouts bound each read, not the whole exchange: a server trickling its answer
+        could hold the POST past the sweep of stale claims, so the whole POST has a deadline.
+        """
         try:
-            response = await self._send("create_call", "POST", "/v1/calls", json=dict(body))
+            async with asyncio.timeout(self._create_deadline_s):
+                response = await self._send("create_call", "POST", "/v1/calls", json=dict(body))
         except httpx.HTTPError as exc:
             raise classify_transport(exc) from exc
+        except TimeoutError as exc:
+            raise UnknownOutcomeError(
+                f"no complete answer within {self._create_deadline_s:g} s"
+            ) from exc
         return classify_create(response.status_code, _json(response))
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from service.errors import (
     AccountError,
     DialerError,
     PermanentError,
+    StoreUnavailableError,
     ThrottledError,
     TransientError,
     UnknownOutcomeError,
@@ -33,6 +34,8 @@ from service.settings import Settings
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "dialer_request_id"
+RECORD_RETRY_FIRST_S = 0.2
+RECORD_RETRY_MAX_S = 5.0
 
 
 def _utcnow() -> datetime:
@@ -221,11 +224,8 @@ class Dispatcher:
         except Exception as exc:  # every failure is classified and recorded below
             outcome = exc
         try:
-            if isinstance(outcome, str):
-                result = await self._record_queued(claim, outcome)
-            else:
-                result = await self._record_failure(claim, outcome)
-        except Exception:  # the row stays dialing; the sweep makes it unknown, never redialed
+            result = await self._record(claim, outcome)
+        except Exception:  # the row stays dialing; the sweep makes it unknown (an orphan)
             log.exception("dial_result_not_recorded", request_id=claim.request_id)
             result = "unrecorded"
         self.metrics.calls_dialed.labels(result).inc()
@@ -237,6 +237,26 @@ class Dispatcher:
             phone=mask_phone(claim.phone_number),
         )
         return result
+
+    async def _record(self, claim: Claim, outcome: str | Exception) -> str:
+        """Record what the POST did, trying again for a while when the ledger is down.
+
+        A result left unrecorded keeps the row `dialing`: the sweep then takes it for an
+        orphan, and an orphan that Bland does not list may be dialed again.
+        """
+        delay_s = RECORD_RETRY_FIRST_S
+        deadline = time.monotonic() + self.settings.reconcile_grace_s / 2
+        while True:
+            try:
+                if isinstance(outcome, str):
+                    return await self._record_queued(claim, outcome)
+                return await self._record_failure(claim, outcome)
+            except StoreUnavailableError as exc:
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning("dial_result_record_retry", request_id=claim.request_id, error=str(exc))
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RECORD_RETRY_MAX_S)
 
     async def _record_queued(self, claim: Claim, call_id: str) -> str:
         self._setbacks = 0

@@ -157,10 +157,13 @@ class Reconciler(Periodic):
         if not attempt.phone_number:
             return None, False
         started = attempt.attempt_started_at
+        # Oldest first from just before the attempt: the call it placed is on the first page
+        # however often the number was called since (newest first, a full page would hide it).
         rows = await self.bland.list_calls(
             to_number=attempt.phone_number,
             start_date=started - timedelta(seconds=CLOCK_SKEW_S),
             limit=LIST_LIMIT,
+            ascending=True,
         )
         found: list[Mapping[str, Any]] = []
         unreadable = 0

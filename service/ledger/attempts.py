@@ -121,8 +121,17 @@ class Attempts(LedgerBase):
     ) -> None:
         """dialing -> unknown: never redialed; keeps its slot; the reconciler checks it."""
         async with self._write() as conn:
-            row = await self._lock_claimed(conn, claim)
-            if row is None:
+            row = await self._lock(conn, requests.c.request_id == claim.request_id)
+            if row is None or row.attempts != claim.attempt_no:
+                return
+            if row.state == State.UNKNOWN:
+                # The sweep took this slow claim for an orphan, but its POST was sent: the
+                # attempt must say so, or the reconciler may requeue (redial) it.
+                await self._finish_attempt(
+                    conn, claim.request_id, claim.attempt_no, now, result="unknown", error=error
+                )
+                return
+            if row.state != State.DIALING:
                 return
             await self._move(
                 conn,

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CallExpired
-from service.admission import Admission, admit, rate_window
+from service.admission import Admission, admit, rate_window, slot_lease_for
 from service.errors import StoreUnavailableError
 from service.ledger.announcements import CHUNK, claim_from_row, event_ids
 from service.ledger.intake import Intake
@@ -176,12 +176,20 @@ class Claims(Intake):
             ],
         )
         attempt_ids = {r.request_id: int(r.id) for r in inserted}
+        claims = [claim_from_row(row, attempt_ids[row.request_id], now) for row in rows]
         await conn.execute(delete(slots).where(slots.c.request_id.in_(ids)))
-        await conn.execute(
-            insert(slots),
-            [{"request_id": i, "acquired_at": now, "lease_until": lease_until} for i in ids],
-        )
-        return [claim_from_row(row, attempt_ids[row.request_id], now) for row in rows]
+        await conn.execute(insert(slots), [self._slot(c, now, slot_lease_s) for c in claims])
+        return claims
+
+    @staticmethod
+    def _slot(claim: Claim, now: datetime, configured_s: float) -> dict[str, object]:
+        """The claim's slot, leased at least as long as its call may run at Bland."""
+        lease_s = slot_lease_for(configured_s, claim.body.get("max_duration"))
+        return {
+            "request_id": claim.request_id,
+            "acquired_at": now,
+            "lease_until": now + timedelta(seconds=lease_s),
+        }
 
     async def _expire(self, conn: AsyncConnection, now: datetime) -> int:
         result = await conn.execute(

@@ -209,29 +209,69 @@ class Intake(LedgerBase):
         """pending -> canceled (+ call.canceled); dialing/queued/unknown: remembered until stopped."""
         if request_id is None and call_id is None:
             raise ValueError("cancel needs a request_id or a call_id")
+        # Run again if a create of the same id committed meanwhile (the tombstone's insert).
+        return await self._retrying(
+            lambda conn: self._cancel(
+                conn,
+                request_id=request_id,
+                call_id=call_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                now=now,
+            )
+        )
+
+    async def _cancel(
+        self,
+        conn: AsyncConnection,
+        *,
+        request_id: str | None,
+        call_id: str | None,
+        correlation_id: str | None,
+        reply_to: str | None,
+        now: datetime,
+    ) -> CancelResult:
         criterion = (
             requests.c.request_id == request_id
             if request_id is not None
             else requests.c.call_id == call_id
         )
-        async with self._write() as conn:
-            row = await self._lock(conn, criterion)
-            if row is None:
-                return CancelResult(found=False, request_id=request_id, call_id=call_id)
-            if row.state == State.PENDING:
-                ev = CallCanceled(**event_ids(row, now), reason="requested")
-                reply = (correlation_id or row.correlation_id, reply_to or row.reply_to)
-                await self._move(
-                    conn, row, State.CANCELED, now, ev, reply=reply, reason="requested"
-                )
-                return CancelResult(True, State.CANCELED.value, None, row.request_id, True)
-            live = row.state in (State.DIALING, State.QUEUED, State.UNKNOWN)
-            if live and row.cancel_requested_at is None:
-                # Durable: once the call id is known, the call is stopped (calls_to_stop) and
-                # its canceled outcome is reported as requested.
-                await conn.execute(
-                    update(requests)
-                    .where(requests.c.request_id == row.request_id)
-                    .values(cancel_requested_at=now, updated_at=now)
-                )
-            return CancelResult(True, row.state, row.call_id, row.request_id, False)
+        row = await self._lock(conn, criterion)
+        if row is None:
+            if request_id is not None:
+                await self._tombstone(conn, request_id, now)
+            return CancelResult(found=False, request_id=request_id, call_id=call_id)
+        if row.state == State.PENDING:
+            ev = CallCanceled(**event_ids(row, now), reason="requested")
+            reply = (correlation_id or row.correlation_id, reply_to or row.reply_to)
+            await self._move(conn, row, State.CANCELED, now, ev, reply=reply, reason="requested")
+            return CancelResult(True, State.CANCELED.value, None, row.request_id, True)
+        live = row.state in (State.DIALING, State.QUEUED, State.UNKNOWN)
+        if live and row.cancel_requested_at is None:
+            # Durable: once the call id is known, the call is stopped (calls_to_stop) and
+            # its canceled outcome is reported as requested.
+            await conn.execute(
+                update(requests)
+                .where(requests.c.request_id == row.request_id)
+                .values(cancel_requested_at=now, updated_at=now)
+            )
+        return CancelResult(True, row.state, row.call_id, row.request_id, False)
+
+    async def _tombstone(self, conn: AsyncConnection, request_id: str, now: datetime) -> None:
+        """Keep a cancel of an id not seen yet: its create may come later (another replica, a
+        redelivery) and must then be a duplicate of a canceled request, never dialed."""
+        ev = CallCanceled(request_id=request_id, occurred_at=now, reason="requested")
+        await conn.execute(
+            insert(requests).values(
+                request_id=request_id,
+                kind="call.create",
+                state=State.CANCELED.value,
+                not_before=now,
+                reason="canceled before it was accepted",
+                cancel_requested_at=now,
+                last_event_type=ev.event_type,
+                last_event=ev.model_dump_json(),
+                created_at=now,
+                updated_at=now,
+            )
+        )

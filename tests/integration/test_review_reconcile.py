@@ -1,0 +1,175 @@
+"""Review: reconciliation never redials a sent POST and finds a call among many to its number."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from schemas.envelope import DialerOptions
+from service.bland import BlandClient
+from service.dispatcher import Dispatcher
+from service.ledger import Claim, Ledger, NewCall
+from service.metrics import Metrics
+from service.migrate import upgrade
+from service.reconciler import LIST_LIMIT, Reconciler
+from service.settings import Settings
+from tests.support.ledger import row
+from tests.support.sandbox import SandboxFactory, SandboxProcess
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+14157880002"
+
+
+@dataclass
+class Rig:
+    """Dispatcher and reconciler on one ledger and one sandbox."""
+
+    ledger: Ledger
+    bland: BlandClient
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+
+
+@asynccontextmanager
+async def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AsyncIterator[Rig]:
+    """Everything wired on a fresh ledger; closed afterwards."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "bland_base_url": sandbox.base_url,
+        "bland_api_key": sandbox.api_key,
+        "max_calls_per_second": 100.0,
+        **overrides,
+    }
+    settings = Settings(**values)
+    await upgrade(settings)
+    ledger = await Ledger.open(settings)
+    metrics = Metrics(CollectorRegistry())
+    bland = BlandClient(settings, metrics)
+    parts = (settings, ledger, bland, metrics)
+    try:
+        yield Rig(ledger, bland, Dispatcher(*parts), Reconciler(*parts))
+    finally:
+        await bland.aclose()
+        await ledger.close()
+
+
+def new_call(request_id: str) -> NewCall:
+    """A due request to PHONE."""
+    return NewCall(
+        request_id=request_id,
+        correlation_id=None,
+        reply_to=None,
+        phone_number=PHONE,
+        body={"phone_number": PHONE, "task": "Say hello."},
+        options=DialerOptions(),
+        publisher_webhook=None,
+    )
+
+
+async def claim_one(r: Rig, request_id: str, now: datetime) -> Claim:
+    """Accept and claim one request, as the dispatcher does before its POST."""
+    await r.ledger.accept_calls([new_call(request_id)], now)
+    (claim,) = await r.ledger.claim_due(
+        owner="slow",
+        now=now,
+        limit=1,
+        max_concurrent=10,
+        max_per_second=10.0,
+        slot_lease_s=3600.0,
+    )
+    return claim
+
+
+async def test_a_slow_post_swept_as_orphan_then_ambiguous_is_never_redialed(
+    database_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(database_url, sandbox, reconcile_grace_s=200.0, redial_orphans=True) as r:
+        now = datetime.now(UTC)
+        claim = await claim_one(r, "req-slow", now)
+        # The dispatcher is alive but its POST (or its ledger write) outlasts the threshold.
+        r.reconciler.clock = lambda: now + timedelta(seconds=100)
+        assert (await r.reconciler.run_once())["swept"] == 1
+        # Then the POST ends in a 5xx: Bland may have placed the call.
+        await sandbox.aset_faults(error_5xx_share=1.0)
+        r.dispatcher.clock = lambda: now + timedelta(seconds=101)
+        assert await r.dispatcher.dial(claim) == "unknown"
+        await sandbox.aset_faults(error_5xx_share=0.0)
+
+        r.reconciler.clock = lambda: now + timedelta(seconds=201)
+        late = await r.reconciler.run_once()
+
+        assert "requeued" not in late
+        assert (await row(r.ledger, "req-slow")).state == "unresolved"
+        r.dispatcher.clock = lambda: now + timedelta(seconds=202)
+        await r.dispatcher.run_once()
+        await r.dispatcher.join()
+        assert await sandbox.aground_truth() == []
+
+
+async def test_the_call_is_found_among_more_later_calls_than_one_page(
+    sqlite_url: str, sandbox_factory: SandboxFactory
+) -> None:
+    sandbox = sandbox_factory(plan="enterprise", same_number_window_s=0, drop_share=1.0)
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.5, redial_orphans=False) as r:
+        now = datetime.now(UTC)
+        await r.ledger.accept_calls([new_call("req-busy-number")], now)
+        await r.dispatcher.run_once()
+        await r.dispatcher.join()
+        assert (await row(r.ledger, "req-busy-number")).state == "unknown"
+        await sandbox.aset_faults(drop_share=0.0)
+        # The number is called often afterwards (other requests, other services).
+        async with httpx.AsyncClient(base_url=sandbox.base_url, headers=sandbox.headers) as http:
+            for n in range(LIST_LIMIT + 5):
+                body = {"phone_number": PHONE, "task": "t", "metadata": {"other": n}}
+                (await http.post("/v1/calls", json=body)).raise_for_status()
+        r.reconciler.clock = lambda: now + timedelta(seconds=1)
+
+        results = await r.reconciler.run_once()
+
+        mine = [
+            c
+            for c in await sandbox.aground_truth()
+            if (c.get("metadata") or {}).get("dialer_request_id") == "req-busy-number"
+        ]
+        assert len(mine) == 1
+        assert results.get("matched") == 1
+        assert (await row(r.ledger, "req-busy-number")).call_id == mine[0]["call_id"]
+
+
+async def test_an_ambiguous_result_is_recorded_after_a_ledger_blip_not_left_as_orphan(
+    postgres_url: str, sandbox: SandboxProcess
+) -> None:
+    proxy = await TcpProxy.for_url(postgres_url).start()
+    try:
+        async with rig(
+            proxy.url(postgres_url), sandbox, reconcile_grace_s=20.0, redial_orphans=True
+        ) as r:
+            now = datetime.now(UTC)
+            claim = await claim_one(r, "req-blip", now)
+            await sandbox.aset_faults(error_5xx_share=1.0, latency_ms=300)
+            dialing = asyncio.create_task(r.dispatcher.dial(claim))
+            await asyncio.sleep(0.1)
+            proxy.cut()  # the ledger is unreachable when the 5xx comes back
+            await asyncio.sleep(1.0)
+            proxy.restore()
+
+            assert await dialing == "unknown"
+            await sandbox.aset_faults(error_5xx_share=0.0, latency_ms=0)
+            r.reconciler.clock = lambda: now + timedelta(seconds=100)
+            results = await r.reconciler.run_once()
+
+            assert "requeued" not in results
+            assert (await row(r.ledger, "req-blip")).state == "unresolved"
+            assert await sandbox.aground_truth() == []
+    finally:
+        await proxy.close()
