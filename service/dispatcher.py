@@ -261,25 +261,24 @@ class Dispatcher:
     async def _record_queued(self, claim: Claim, call_id: str) -> str:
         self._setbacks = 0
         self.problem = None
-        if not await self.ledger.record_queued(claim, call_id, self.clock()):
+        queued = await self.ledger.record_queued(claim, call_id, self.clock())
+        if not queued:
             # The row moved on without us (e.g. a webhook settled it first); nothing to redo.
             log.warning("queued_claim_stale", request_id=claim.request_id, call_id=call_id)
-        await self._stop_if_canceled(claim.request_id)
+        if queued.stop is not None:
+            await self._stop_canceled(queued.stop)
         return "queued"
 
-    async def _stop_if_canceled(self, request_id: str) -> None:
+    async def _stop_canceled(self, call: CallToStop) -> None:
         """Canceled while the POST was in flight: stop the call now.
 
         The cancel is durable in the ledger: if this fails, or the process dies first, the
         reconciler's round stops the call (calls_to_stop).
         """
         try:
-            for call in await self.ledger.calls_to_stop(1, request_id=request_id):
-                await stop_canceled(
-                    self.ledger, self.bland, call, self.clock(), metrics=self.metrics
-                )
+            await stop_canceled(self.ledger, self.bland, call, self.clock(), metrics=self.metrics)
         except Exception as exc:  # the call was recorded; the reconciler retries the stop
-            log.warning("stop_after_cancel_deferred", request_id=request_id, error=str(exc))
+            log.warning("stop_after_cancel_deferred", request_id=call.request_id, error=str(exc))
 
     async def _record_failure(self, claim: Claim, exc: Exception) -> str:
         now = self.clock()

@@ -16,6 +16,7 @@ from service.ledger.records import (
     OutboxRow,
     Outcome,
     OutcomeResult,
+    Queued,
     Tracked,
     UnknownAttempt,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "OutboxRow",
     "Outcome",
     "OutcomeResult",
+    "Queued",
     "Tracked",
     "UnknownAttempt",
     "make_engine",

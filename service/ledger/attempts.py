@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.events import CallCanceled, CallFailed, CallSuppressed
 from service.ledger.announcements import event_ids, to_json
 from service.ledger.base import LedgerBase
-from service.ledger.records import Claim
+from service.ledger.records import CallToStop, Claim, Queued
 from service.states import State
 from service.tables import attempts, requests
 
@@ -19,20 +19,24 @@ from service.tables import attempts, requests
 class Attempts(LedgerBase):
     """Results of dial attempts."""
 
-    async def record_queued(self, claim: Claim, call_id: str, now: datetime) -> bool:
-        """dialing -> queued with Bland's call_id (+ call.queued); False if the claim is stale.
+    async def record_queued(self, claim: Claim, call_id: str, now: datetime) -> Queued:
+        """dialing -> queued with Bland's call_id (+ call.queued); falsy if the claim is stale.
 
         An `unknown` row of the same attempt is accepted too: the sweeper may have moved a slow
-        dispatcher's row before its answer arrived.
+        dispatcher's row before its answer arrived. A cancel that came while the POST was in
+        flight is returned as the stop to send, without another read.
         """
         async with self._write() as conn:
             row = await self._lock(conn, requests.c.request_id == claim.request_id)
             if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
-                return False
+                return Queued(recorded=False)
             if row.state not in (State.DIALING, State.UNKNOWN):
-                return False
+                return Queued(recorded=False)
             await self._to_queued(conn, row, call_id, now, reconciled=False)
-            return True
+            canceled_at = row.cancel_requested_at
+            if canceled_at is None or row.stop_sent_at is not None:
+                return Queued(recorded=True)
+            return Queued(recorded=True, stop=CallToStop(row.request_id, call_id, canceled_at))
 
     async def record_dial_failed(
         self,

@@ -70,6 +70,17 @@ class CallToStop:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """What record_queued did: recorded or not (stale claim), and a stop owed to a cancel."""
+
+    recorded: bool
+    stop: CallToStop | None = None
+
+    def __bool__(self) -> bool:
+        return self.recorded
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a webhook or a poll learned about a call."""
 
