@@ -63,6 +63,12 @@ def carries(call: Mapping[str, Any], request_id: str) -> bool | None:
     return metadata.get(REQUEST_ID_KEY) == request_id
 
 
+def number_forms(phone_number: str) -> list[str]:
+    """The E.164 number, then its digits alone (older Bland examples list `to` without '+')."""
+    digits = phone_number.lstrip("+")
+    return [phone_number, digits] if digits != phone_number else [phone_number]
+
+
 def stale_dialing_after_s(settings: Settings) -> float:
     """A `dialing` row older than the longest possible POST (plus a margin) was abandoned."""
     return max_request_s(settings) + settings.stale_claim_margin_s
@@ -156,11 +162,23 @@ class Reconciler(Periodic):
         """(the call carrying this request id or None, whether the search saw every candidate)."""
         if not attempt.phone_number:
             return None, False
+        complete = True
+        # Bland's docs show `to` both with and without '+': absence must hold for both forms.
+        for number in number_forms(attempt.phone_number):
+            call, seen_all = await self._lookup_as(attempt, number)
+            if call is not None:
+                return call, True
+            complete = complete and seen_all
+        return None, complete
+
+    async def _lookup_as(
+        self, attempt: UnknownAttempt, number: str
+    ) -> tuple[Mapping[str, Any] | None, bool]:
         started = attempt.attempt_started_at
         # Oldest first from just before the attempt: the call it placed is on the first page
         # however often the number was called since (newest first, a full page would hide it).
         rows = await self.bland.list_calls(
-            to_number=attempt.phone_number,
+            to_number=number,
             start_date=started - timedelta(seconds=CLOCK_SKEW_S),
             limit=LIST_LIMIT,
             ascending=True,

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     # Connections
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     database_url: SecretStr | None = None
+    database_pool_size: int = Field(20, ge=1, le=500)
     data_dir: Path = Path("./var")
     prefix: str = Field("dialer", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -147,6 +148,7 @@ def load_settings(**overrides: Any) -> Settings:
 _DESCRIPTIONS: dict[str, str] = {
     "amqp_url": "RabbitMQ URL (amqp:// or amqps://).",
     "database_url": "Ledger URL: `postgresql+asyncpg://...` for replicas; unset = SQLite file in the data dir.",
+    "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more).",
     "data_dir": "Where the embedded SQLite ledger lives.",
     "prefix": "Name prefix of every exchange and queue (`dialer.requests`, `dialer.events`, `dialer.dead`).",
     "bland_api_key": "Bland API key, sent as `Authorization`.",

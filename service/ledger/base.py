@@ -36,7 +36,7 @@ class LedgerBase:
     async def open(cls, settings: Settings) -> Self:
         """Create the engine and its pool (no migration: see service.migrate.upgrade)."""
         try:
-            engine = make_engine(settings.database_dsn)
+            engine = make_engine(settings.database_dsn, pool_size=settings.database_pool_size)
         except OSError as exc:
             raise StoreUnavailableError(f"ledger unavailable: {exc}") from exc
         return cls(engine, settings)

@@ -23,13 +23,16 @@ def make_engine(dsn: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        # No overflow: an overflow connection is closed on return, and under load the pool
+        # then opens one per transaction (a thread and the pragmas each time for SQLite, a TCP
+        # and TLS handshake plus re-prepared statements for PostgreSQL). Callers wait instead.
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=10,
         isolation_level="READ COMMITTED",

@@ -18,7 +18,7 @@ from service.dispatcher import Dispatcher
 from service.ledger import Ledger, NewCall
 from service.metrics import Metrics
 from service.migrate import upgrade
-from service.reconciler import Reconciler, candidates, carries, parse_time
+from service.reconciler import Reconciler, candidates, carries, number_forms, parse_time
 from service.settings import Settings
 from tests.support.ledger import events, row
 from tests.support.sandbox import SandboxProcess
@@ -331,6 +331,11 @@ def test_metadata_decides_and_its_absence_is_not_a_no() -> None:
     assert carries({"metadata": {"dialer_request_id": "r2"}}, "r1") is False
     assert carries({"metadata": {}}, "r1") is False
     assert carries({"call_id": "c"}, "r1") is None
+
+
+def test_absence_is_checked_with_and_without_the_plus() -> None:
+    assert number_forms("+14157880001") == ["+14157880001", "14157880001"]
+    assert number_forms("14157880001") == ["14157880001"]
 
 
 def test_bland_timestamps_parse() -> None:
