@@ -217,7 +217,7 @@ def service_env(
         DIALER_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/bland",
         DIALER_HTTP_HOST="127.0.0.1",
         DIALER_HTTP_PORT=str(port),
-        DIALER_MAX_CONCURRENT_CALLS="1000",
+        DIALER_MAX_CONCURRENT_CALLS="1000000",  # no admission wait: measure the pipeline
         DIALER_MAX_CALLS_PER_SECOND="100000",
         DIALER_DISPATCH_IDLE_S="0.02",
         DIALER_LOG_LEVEL="WARNING",
