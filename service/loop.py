@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from typing import Any
 
 
@@ -25,7 +26,7 @@ async def finish(task: asyncio.Task[None] | None, grace_s: float) -> None:
             await task
 
 
-class Periodic:
+class Periodic(ABC):
     """Runs `run_once` every `interval_s` until stopped; `failures` counts failed rounds in a row.
 
     A subclass with its own pacing overrides `_loop` and waits with `_sleep`.
@@ -40,9 +41,9 @@ class Periodic:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @abstractmethod
     async def run_once(self) -> object:
         """One round; an exception counts as a failed round."""
-        raise NotImplementedError
 
     async def start(self) -> None:
         """Start the rounds."""

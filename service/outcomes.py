@@ -7,10 +7,11 @@ import hashlib
 import hmac
 import json
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 import structlog
@@ -214,8 +215,12 @@ class OutcomeService:
         return result
 
 
-class OutcomePoller(Periodic):
-    """Asks Bland for calls whose outcome is overdue (a webhook lost or never configured)."""
+class LedgerRounds(Periodic):
+    """Periodic rounds over the ledger that ask Bland: the poller and the reconciler."""
+
+    round_name: ClassVar[str]
+    failed_event: ClassVar[str]
+    default_batch_size: ClassVar[int]
 
     def __init__(
         self,
@@ -225,20 +230,38 @@ class OutcomePoller(Periodic):
         metrics: Metrics,
         *,
         clock: Callable[[], datetime] = _utcnow,
-        batch_size: int = 100,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__(
-            "outcome-poller",
-            interval_s=settings.poll_interval_s,
-            failed_event="poll_round_failed",
-            log=log,
+            self.round_name,
+            interval_s=self.interval_s(settings),
+            failed_event=self.failed_event,
+            log=structlog.get_logger(type(self).__module__),
         )
         self.settings = settings
         self.ledger = ledger
         self.bland = bland
         self.metrics = metrics
         self.clock = clock
-        self.batch_size = batch_size
+        self.batch_size = batch_size or self.default_batch_size
+
+    @staticmethod
+    @abstractmethod
+    def interval_s(settings: Settings) -> float:
+        """Seconds between rounds."""
+
+
+class OutcomePoller(LedgerRounds):
+    """Asks Bland for calls whose outcome is overdue (a webhook lost or never configured)."""
+
+    round_name = "outcome-poller"
+    failed_event = "poll_round_failed"
+    default_batch_size = 100
+
+    @staticmethod
+    def interval_s(settings: Settings) -> float:
+        """Seconds between polling rounds."""
+        return settings.poll_interval_s
 
     async def run_once(self) -> int:
         """Check every overdue call once; returns how many outcomes were recorded."""

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from service.backoff import poll_delay_s
-from service.bland import BlandClient, max_request_s
+from service.bland import max_request_s
 from service.dispatcher import REQUEST_ID_KEY, stop_canceled
 from service.errors import DialerError
-from service.ledger import Ledger, UnknownAttempt
-from service.loop import Periodic
-from service.metrics import Metrics
-from service.outcomes import is_final, parse_outcome, record_and_count
+from service.ledger import UnknownAttempt
+from service.outcomes import LedgerRounds, is_final, parse_outcome, record_and_count
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -74,31 +72,17 @@ def stale_dialing_after_s(settings: Settings) -> float:
     return max_request_s(settings) + settings.stale_claim_margin_s
 
 
-class Reconciler(Periodic):
+class Reconciler(LedgerRounds):
     """Sweeps abandoned `dialing` rows to unknown, then looks each unknown attempt up at Bland."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        ledger: Ledger,
-        bland: BlandClient,
-        metrics: Metrics,
-        *,
-        clock: Callable[[], datetime] = _utcnow,
-        batch_size: int = 50,
-    ) -> None:
-        super().__init__(
-            "reconciler",
-            interval_s=settings.reconcile_interval_s,
-            failed_event="reconcile_round_failed",
-            log=log,
-        )
-        self.settings = settings
-        self.ledger = ledger
-        self.bland = bland
-        self.metrics = metrics
-        self.clock = clock
-        self.batch_size = batch_size
+    round_name = "reconciler"
+    failed_event = "reconcile_round_failed"
+    default_batch_size = 50
+
+    @staticmethod
+    def interval_s(settings: Settings) -> float:
+        """Seconds between reconciliation rounds."""
+        return settings.reconcile_interval_s
 
     async def run_once(self) -> dict[str, int]:
         """One round: sweep, every unknown attempt due, then stops owed to canceled calls."""
