@@ -165,7 +165,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
     "max_calls_per_second": "Dials started per second, across all replicas.",
-    "slot_lease_s": "A concurrency slot whose outcome never arrives is freed after this long.",
+    "slot_lease_s": "A concurrency slot whose outcome never arrives is freed after this long (at least the call's `max_duration` plus an hour).",
     "dispatch_batch_size": "Rows claimed per dispatcher round.",
     "dispatch_idle_s": "Dispatcher sleep when nothing is due.",
     "retry_backoff_base_s": "First retry delay after a 429 or a connection failure.",
