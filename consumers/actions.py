@@ -134,8 +134,10 @@ class Actions:
             raise
         except Exception:
             if len(group) > 1:  # find the poison one; the others go through
+                # Skip what was already acked: a second ack closes the channel.
                 for item in group:
-                    await self._run_group([item])
+                    if not item.settled:
+                        await self._run_group([item])
                 return
             await self._poison(group[0])
 
