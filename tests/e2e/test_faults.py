@@ -53,6 +53,26 @@ async def _until_calls(sandbox: SandboxProcess, count: int, timeout_s: float = 6
         await asyncio.sleep(0.05)
 
 
+async def _settle(
+    faults: dict[str, Any],
+    count: int,
+    *,
+    sqlite_url: str,
+    sandbox_factory: SandboxFactory,
+    tap: Tap,
+    bus_settings: Settings,
+    start: StartService,
+) -> tuple[SandboxProcess, set[str]]:
+    """A service against a sandbox with these faults; `count` requests published and settled."""
+    sandbox = sandbox_factory(**FAST_SANDBOX, **faults)
+    await asyncio.to_thread(start, sqlite_url, sandbox)
+    requests = _requests(count)
+    ids = {rid for rid, _ in requests}
+    await publish_many(bus_settings, requests)
+    await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+    return sandbox, ids
+
+
 async def test_429s_delay_but_every_request_is_dialed_exactly_once(
     sqlite_url: str,
     sandbox_factory: SandboxFactory,
@@ -60,13 +80,15 @@ async def test_429s_delay_but_every_request_is_dialed_exactly_once(
     bus_settings: Settings,
     start: StartService,
 ) -> None:
-    sandbox = sandbox_factory(**FAST_SANDBOX, rate_limit_429_share=0.3)
-    await asyncio.to_thread(start, sqlite_url, sandbox)
-    requests = _requests(100)
-    ids = {rid for rid, _ in requests}
-
-    await publish_many(bus_settings, requests)
-    await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+    sandbox, ids = await _settle(
+        {"rate_limit_429_share": 0.3},
+        100,
+        sqlite_url=sqlite_url,
+        sandbox_factory=sandbox_factory,
+        tap=tap,
+        bus_settings=bus_settings,
+        start=start,
+    )
 
     await _each_dialed_once(tap, sandbox, ids)
     refused = [r for r in await sandbox.arequests() if r["status_code"] == 429]
@@ -82,13 +104,15 @@ async def test_a_dropped_connection_after_recording_is_reconciled_to_that_call(
     bus_settings: Settings,
     start: StartService,
 ) -> None:
-    sandbox = sandbox_factory(**FAST_SANDBOX, drop_share=1.0)
-    await asyncio.to_thread(start, sqlite_url, sandbox)
-    requests = _requests(3)
-    ids = {rid for rid, _ in requests}
-
-    await publish_many(bus_settings, requests)
-    await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+    sandbox, ids = await _settle(
+        {"drop_share": 1.0},
+        3,
+        sqlite_url=sqlite_url,
+        sandbox_factory=sandbox_factory,
+        tap=tap,
+        bus_settings=bus_settings,
+        start=start,
+    )
 
     truth = await _each_dialed_once(tap, sandbox, ids)
     assert all(call["response_dropped"] for call in truth)
@@ -105,13 +129,15 @@ async def test_lost_webhooks_are_made_up_for_by_polling(
     bus_settings: Settings,
     start: StartService,
 ) -> None:
-    sandbox = sandbox_factory(**FAST_SANDBOX, webhook_loss_share=0.1)
-    await asyncio.to_thread(start, sqlite_url, sandbox)
-    requests = _requests(100)
-    ids = {rid for rid, _ in requests}
-
-    await publish_many(bus_settings, requests)
-    await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+    sandbox, ids = await _settle(
+        {"webhook_loss_share": 0.1},
+        100,
+        sqlite_url=sqlite_url,
+        sandbox_factory=sandbox_factory,
+        tap=tap,
+        bus_settings=bus_settings,
+        start=start,
+    )
 
     await _each_dialed_once(tap, sandbox, ids)
     lost = [d for d in await sandbox.awebhooks() if d.get("lost")]
