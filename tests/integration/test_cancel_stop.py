@@ -6,9 +6,7 @@ Dispatcher, reconciler and poller on a real ledger, against the sandbox over HTT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,14 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from schemas.envelope import DialerOptions
 from service.bland import BlandClient
-from service.dispatcher import Dispatcher, stop_canceled
+from service.dispatcher import stop_canceled
 from service.ledger import CallToStop, CancelResult, Ledger, NewCall
 from service.metrics import Metrics
 from service.migrate import upgrade
-from service.outcomes import OutcomePoller
-from service.reconciler import Reconciler
 from service.settings import Settings
 from tests.support.ledger import events, row
+from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.integration
@@ -40,6 +37,11 @@ def slow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
     started.stop()
 
 
+def AN_HOUR_AHEAD() -> datetime:  # noqa: N802 - a constant-like clock
+    """The poller looks an hour ahead: every queued call's outcome is due."""
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
 @pytest.fixture
 def sandbox(slow_sandbox: SandboxProcess) -> SandboxProcess:
     """The module's sandbox, reset; every call rings unanswered (30 s)."""
@@ -48,53 +50,9 @@ def sandbox(slow_sandbox: SandboxProcess) -> SandboxProcess:
     return slow_sandbox
 
 
-@dataclass
-class Rig:
-    """Everything that touches a call, on one ledger and one sandbox."""
-
-    ledger: Ledger
-    bland: BlandClient
-    dispatcher: Dispatcher
-    reconciler: Reconciler
-    poller: OutcomePoller
-
-
-@asynccontextmanager
-async def rig(db_url: str, sandbox: SandboxProcess) -> AsyncIterator[Rig]:
-    """Migrate a fresh ledger and wire the parts; close afterwards."""
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "bland_base_url": sandbox.base_url,
-        "bland_api_key": sandbox.api_key,
-        "max_calls_per_second": 100.0,
-        "reconcile_grace_s": 300.0,
-    }
-    settings = Settings(**values)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    metrics = Metrics(CollectorRegistry())
-    bland = BlandClient(settings, metrics)
-    parts = (settings, ledger, bland, metrics)
-    # The poller looks an hour ahead: every queued call's outcome is due.
-    poller = OutcomePoller(*parts, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
-    try:
-        yield Rig(ledger, bland, Dispatcher(*parts), Reconciler(*parts), poller)
-    finally:
-        await bland.aclose()
-        await ledger.close()
-
-
 async def accept(r: Rig, request_id: str) -> None:
     """One due request."""
-    call = NewCall(
-        request_id=request_id,
-        correlation_id=f"corr-{request_id}",
-        reply_to=None,
-        phone_number=PHONE,
-        body={"phone_number": PHONE, "task": "Say hello."},
-        options=DialerOptions(),
-        publisher_webhook=None,
-    )
+    call = new_call(request_id, PHONE, correlation_id=f"corr-{request_id}")
     await r.ledger.accept_calls([call], datetime.now(UTC))
 
 
@@ -141,7 +99,7 @@ async def test_a_cancel_during_the_post_stops_the_call_once_its_id_arrives(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=1000)
-    async with rig(database_url, sandbox) as r:
+    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-inflight")
         assert (await r.dispatcher.run_once())[0] == 1  # the POST is now in flight
         result = await cancel(r, "req-inflight")
@@ -157,7 +115,7 @@ async def test_a_cancel_while_unknown_stops_the_call_the_reconciler_finds(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(drop_share=1.0)
-    async with rig(database_url, sandbox) as r:
+    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-dropped")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
@@ -173,7 +131,7 @@ async def test_a_cancel_during_a_post_whose_answer_is_lost_still_stops_the_call(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=500, drop_share=1.0)
-    async with rig(sqlite_url, sandbox) as r:
+    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-both")
         await r.dispatcher.run_once()
         assert (await cancel(r, "req-both")).state == "dialing"
@@ -191,7 +149,7 @@ async def test_a_cancel_during_a_post_whose_answer_is_lost_still_stops_the_call(
 async def test_a_process_that_died_before_the_stop_is_relieved_by_the_sweep(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(database_url, sandbox) as r:
+    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-died")
         [claim] = await r.ledger.claim_due(
             owner="died",
@@ -220,7 +178,7 @@ async def test_a_process_that_died_before_the_stop_is_relieved_by_the_sweep(
 async def test_a_failed_stop_is_retried_until_bland_accepts_it(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(sqlite_url, sandbox) as r:
+    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-retry")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
@@ -246,7 +204,7 @@ async def test_a_failed_stop_is_retried_until_bland_accepts_it(
 async def test_stops_asked_of_bland_are_counted_by_result(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(sqlite_url, sandbox) as r:
+    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-count")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
@@ -282,7 +240,7 @@ async def test_a_cancel_during_a_throttled_post_cancels_without_a_call(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=500, rate_limit_429_share=1.0)
-    async with rig(sqlite_url, sandbox) as r:
+    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
         await accept(r, "req-429")
         await r.dispatcher.run_once()
         assert (await cancel(r, "req-429")).state == "dialing"

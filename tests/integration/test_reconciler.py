@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from schemas.envelope import DialerOptions
 from service.bland import BlandClient
-from service.dispatcher import Dispatcher
-from service.ledger import Ledger, NewCall
-from service.metrics import Metrics
-from service.migrate import upgrade
-from service.reconciler import Reconciler, candidates, carries, number_forms, parse_time
-from service.settings import Settings
+from service.reconciler import candidates, carries, number_forms, parse_time
 from tests.support.ledger import events, row
+from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.integration
@@ -35,58 +25,9 @@ def sandbox(module_sandbox: SandboxProcess) -> SandboxProcess:
     return module_sandbox
 
 
-@dataclass
-class Rig:
-    """Dispatcher and reconciler on one ledger and one sandbox."""
-
-    ledger: Ledger
-    metrics: Metrics
-    bland: BlandClient
-    dispatcher: Dispatcher
-    reconciler: Reconciler
-    settings: Settings
-
-
-@asynccontextmanager
-async def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AsyncIterator[Rig]:
-    """Everything wired on a fresh ledger; closed afterwards."""
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "bland_base_url": sandbox.base_url,
-        "bland_api_key": sandbox.api_key,
-        "max_calls_per_second": 100.0,
-        "reconcile_grace_s": 300.0,
-        **overrides,
-    }
-    settings = Settings(**values)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    metrics = Metrics(CollectorRegistry())
-    bland = BlandClient(settings, metrics)
-    parts = (settings, ledger, bland, metrics)
-    try:
-        yield Rig(ledger, metrics, bland, Dispatcher(*parts), Reconciler(*parts), settings)
-    finally:
-        await bland.aclose()
-        await ledger.close()
-
-
-def new_call(request_id: str, phone: str = PHONE) -> NewCall:
-    """A due request."""
-    return NewCall(
-        request_id=request_id,
-        correlation_id=None,
-        reply_to=None,
-        phone_number=phone,
-        body={"phone_number": phone, "task": "Say hello."},
-        options=DialerOptions(),
-        publisher_webhook=None,
-    )
-
-
 async def dial(r: Rig, *request_ids: str) -> None:
     """Accept the requests and run one dispatcher round to its end."""
-    await r.ledger.accept_calls([new_call(i) for i in request_ids], datetime.now(UTC))
+    await r.ledger.accept_calls([new_call(i, PHONE) for i in request_ids], datetime.now(UTC))
     await r.dispatcher.run_once()
     await r.dispatcher.join()
 
@@ -183,7 +124,7 @@ async def test_an_abandoned_dialing_row_is_swept_and_matched(
 ) -> None:
     async with rig(sqlite_url, sandbox) as r:
         now = datetime.now(UTC)
-        await r.ledger.accept_calls([new_call("req-died")], now)
+        await r.ledger.accept_calls([new_call("req-died", PHONE)], now)
         [claim] = await r.ledger.claim_due(
             owner="died",
             now=now,
@@ -209,7 +150,7 @@ async def test_an_abandoned_dialing_row_is_swept_and_matched(
 
 async def orphan(r: Rig, request_id: str, now: datetime) -> None:
     """Accept and claim a request as a process that then dies before its POST leaves."""
-    await r.ledger.accept_calls([new_call(request_id)], now)
+    await r.ledger.accept_calls([new_call(request_id, PHONE)], now)
     await r.ledger.claim_due(
         owner="died",
         now=now,

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from schemas.envelope import DialerOptions
-from service.bland import BlandClient
-from service.dispatcher import Dispatcher
-from service.ledger import Claim, Ledger, NewCall
-from service.metrics import Metrics
-from service.migrate import upgrade
-from service.reconciler import LIST_LIMIT, Reconciler
-from service.settings import Settings
+from service.ledger import Claim
+from service.reconciler import LIST_LIMIT
 from tests.support.ledger import row
+from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxFactory, SandboxProcess
 from tests.support.tcpproxy import TcpProxy
 
@@ -30,55 +20,9 @@ pytestmark = pytest.mark.integration
 PHONE = "+14157880002"
 
 
-@dataclass
-class Rig:
-    """Dispatcher and reconciler on one ledger and one sandbox."""
-
-    ledger: Ledger
-    bland: BlandClient
-    dispatcher: Dispatcher
-    reconciler: Reconciler
-
-
-@asynccontextmanager
-async def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AsyncIterator[Rig]:
-    """Everything wired on a fresh ledger; closed afterwards."""
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "bland_base_url": sandbox.base_url,
-        "bland_api_key": sandbox.api_key,
-        "max_calls_per_second": 100.0,
-        **overrides,
-    }
-    settings = Settings(**values)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    metrics = Metrics(CollectorRegistry())
-    bland = BlandClient(settings, metrics)
-    parts = (settings, ledger, bland, metrics)
-    try:
-        yield Rig(ledger, bland, Dispatcher(*parts), Reconciler(*parts))
-    finally:
-        await bland.aclose()
-        await ledger.close()
-
-
-def new_call(request_id: str) -> NewCall:
-    """A due request to PHONE."""
-    return NewCall(
-        request_id=request_id,
-        correlation_id=None,
-        reply_to=None,
-        phone_number=PHONE,
-        body={"phone_number": PHONE, "task": "Say hello."},
-        options=DialerOptions(),
-        publisher_webhook=None,
-    )
-
-
 async def claim_one(r: Rig, request_id: str, now: datetime) -> Claim:
     """Accept and claim one request, as the dispatcher does before its POST."""
-    await r.ledger.accept_calls([new_call(request_id)], now)
+    await r.ledger.accept_calls([new_call(request_id, PHONE)], now)
     (claim,) = await r.ledger.claim_due(
         owner="slow",
         now=now,
@@ -122,7 +66,7 @@ async def test_the_call_is_found_among_more_later_calls_than_one_page(
     sandbox = sandbox_factory(plan="enterprise", same_number_window_s=0, drop_share=1.0)
     async with rig(sqlite_url, sandbox, reconcile_grace_s=0.5, redial_orphans=False) as r:
         now = datetime.now(UTC)
-        await r.ledger.accept_calls([new_call("req-busy-number")], now)
+        await r.ledger.accept_calls([new_call("req-busy-number", PHONE)], now)
         await r.dispatcher.run_once()
         await r.dispatcher.join()
         assert (await row(r.ledger, "req-busy-number")).state == "unknown"
