@@ -211,7 +211,7 @@ class App:
     # ------------------------------------------------------------ stop
 
     async def stop(self) -> None:
-        """Drain within shutdown_grace_s: intake first, then dials, outcomes, events, HTTP."""
+        """Drain within shutdown_grace_s: intake, then dials and rounds, HTTP, then events."""
         loop = asyncio.get_running_loop()
         grace_s = self.settings.shutdown_grace_s
         deadline = loop.time() + grace_s * 0.9
@@ -233,10 +233,12 @@ class App:
                 self.poller.stop(left(0.5)),
                 self.reconciler.stop(left(0.5)),
             )
+        # HTTP before the last flush: a webhook taken after it would leave an event unsent
+        # until the next start (Bland retries refused webhooks; the poller covers the rest).
+        await self._stop_http(left(0.3))
         if self.relay is not None:
             await self._flush_outbox(deadline)
             await self.relay.stop(left())
-        await self._stop_http(left())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.outcomes.aclose(), left())
         await self.bland.aclose()
