@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,20 +14,14 @@ from tests.support.sandbox import SandboxFactory, SandboxProcess
 from tests.support.service import (
     FAST_SANDBOX,
     StartService,
-    call_request,
+    call_requests,
     calls_by_request,
-    fictional_numbers,
     latest_by_request,
     publish_many,
     settled,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _requests(count: int, offset: int = 0) -> list[tuple[str, bytes]]:
-    numbers = fictional_numbers(offset + count)[offset:]
-    return [(f"f-{uuid.uuid4().hex}", json.dumps(call_request(n)).encode()) for n in numbers]
 
 
 async def _each_dialed_once(
@@ -53,42 +46,35 @@ async def _until_calls(sandbox: SandboxProcess, count: int, timeout_s: float = 6
         await asyncio.sleep(0.05)
 
 
-async def _settle(
-    faults: dict[str, Any],
-    count: int,
-    *,
+Settle = Callable[[dict[str, Any], int], Awaitable[tuple[SandboxProcess, set[str]]]]
+
+
+@pytest.fixture
+def settle(
     sqlite_url: str,
     sandbox_factory: SandboxFactory,
     tap: Tap,
     bus_settings: Settings,
     start: StartService,
-) -> tuple[SandboxProcess, set[str]]:
-    """A service against a sandbox with these faults; `count` requests published and settled."""
-    sandbox = sandbox_factory(**FAST_SANDBOX, **faults)
-    await asyncio.to_thread(start, sqlite_url, sandbox)
-    requests = _requests(count)
-    ids = {rid for rid, _ in requests}
-    await publish_many(bus_settings, requests)
-    await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
-    return sandbox, ids
+) -> Settle:
+    """Start a service against a sandbox with these faults; publish `count` requests; settle."""
+
+    async def run(faults: dict[str, Any], count: int) -> tuple[SandboxProcess, set[str]]:
+        sandbox = sandbox_factory(**FAST_SANDBOX, **faults)
+        await asyncio.to_thread(start, sqlite_url, sandbox)
+        requests = call_requests(count)
+        ids = {rid for rid, _ in requests}
+        await publish_many(bus_settings, requests)
+        await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+        return sandbox, ids
+
+    return run
 
 
 async def test_429s_delay_but_every_request_is_dialed_exactly_once(
-    sqlite_url: str,
-    sandbox_factory: SandboxFactory,
-    tap: Tap,
-    bus_settings: Settings,
-    start: StartService,
+    settle: Settle, tap: Tap
 ) -> None:
-    sandbox, ids = await _settle(
-        {"rate_limit_429_share": 0.3},
-        100,
-        sqlite_url=sqlite_url,
-        sandbox_factory=sandbox_factory,
-        tap=tap,
-        bus_settings=bus_settings,
-        start=start,
-    )
+    sandbox, ids = await settle({"rate_limit_429_share": 0.3}, 100)
 
     await _each_dialed_once(tap, sandbox, ids)
     refused = [r for r in await sandbox.arequests() if r["status_code"] == 429]
@@ -98,21 +84,9 @@ async def test_429s_delay_but_every_request_is_dialed_exactly_once(
 
 
 async def test_a_dropped_connection_after_recording_is_reconciled_to_that_call(
-    sqlite_url: str,
-    sandbox_factory: SandboxFactory,
-    tap: Tap,
-    bus_settings: Settings,
-    start: StartService,
+    settle: Settle, tap: Tap
 ) -> None:
-    sandbox, ids = await _settle(
-        {"drop_share": 1.0},
-        3,
-        sqlite_url=sqlite_url,
-        sandbox_factory=sandbox_factory,
-        tap=tap,
-        bus_settings=bus_settings,
-        start=start,
-    )
+    sandbox, ids = await settle({"drop_share": 1.0}, 3)
 
     truth = await _each_dialed_once(tap, sandbox, ids)
     assert all(call["response_dropped"] for call in truth)
@@ -122,22 +96,8 @@ async def test_a_dropped_connection_after_recording_is_reconciled_to_that_call(
     assert not tap.of("call.unresolved")
 
 
-async def test_lost_webhooks_are_made_up_for_by_polling(
-    sqlite_url: str,
-    sandbox_factory: SandboxFactory,
-    tap: Tap,
-    bus_settings: Settings,
-    start: StartService,
-) -> None:
-    sandbox, ids = await _settle(
-        {"webhook_loss_share": 0.1},
-        100,
-        sqlite_url=sqlite_url,
-        sandbox_factory=sandbox_factory,
-        tap=tap,
-        bus_settings=bus_settings,
-        start=start,
-    )
+async def test_lost_webhooks_are_made_up_for_by_polling(settle: Settle, tap: Tap) -> None:
+    sandbox, ids = await settle({"webhook_loss_share": 0.1}, 100)
 
     await _each_dialed_once(tap, sandbox, ids)
     lost = [d for d in await sandbox.awebhooks() if d.get("lost")]
@@ -159,7 +119,7 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_dials_nobody_twice(
     # 100 ms per POST: claims queue for connections, so the kill leaves some never sent.
     sandbox = sandbox_factory(**FAST_SANDBOX, webhook_retries=8, latency_ms=100)
     first = await asyncio.to_thread(start, sqlite_url, sandbox)
-    requests = _requests(300)
+    requests = call_requests(300)
     ids = {rid for rid, _ in requests}
 
     await publish_many(bus_settings, requests)

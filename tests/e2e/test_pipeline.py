@@ -16,6 +16,7 @@ from tests.support.sandbox import SandboxProcess
 from tests.support.service import (
     StartService,
     call_request,
+    call_requests,
     calls_by_request,
     fictional_numbers,
     latest_by_request,
@@ -26,13 +27,6 @@ from tests.support.service import (
 pytestmark = [pytest.mark.integration]
 
 
-def _requests(count: int) -> list[tuple[str, bytes]]:
-    return [
-        (f"e2e-{uuid.uuid4().hex}", json.dumps(call_request(number)).encode())
-        for number in fictional_numbers(count)
-    ]
-
-
 async def _run_and_check(
     tap: Tap,
     bus_settings: Settings,
@@ -41,7 +35,7 @@ async def _run_and_check(
     timeout_s: float,
 ) -> None:
     """Publish `count` requests; each is accepted, dialed once, queued with its id, settled."""
-    requests = _requests(count)
+    requests = call_requests(count)
     ids = {request_id for request_id, _ in requests}
     await publish_many(bus_settings, requests)
     await tap.wait_for(lambda seen: settled(seen, ids), timeout_s=timeout_s)
@@ -138,7 +132,7 @@ async def test_sigterm_drains_and_exits_zero_within_the_grace_period(
     service = await asyncio.to_thread(
         start, sqlite_url, fast_sandbox, DIALER_SHUTDOWN_GRACE_S=str(grace_s)
     )
-    requests = _requests(50)
+    requests = call_requests(50)
     await publish_many(bus_settings, requests)
     await tap.wait_for(lambda seen: len(seen) >= 10, timeout_s=20)  # mid-run
 

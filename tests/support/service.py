@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -199,6 +200,14 @@ def running_service(env: dict[str, str], log_dir: Path) -> Iterator[ServiceProce
 def call_request(phone_number: str, **extra: Any) -> dict[str, Any]:
     """A minimal valid call.create body."""
     return {"phone_number": phone_number, "task": "Say hello and end the call.", **extra}
+
+
+def call_requests(count: int, id_prefix: str = "e2e") -> list[tuple[str, bytes]]:
+    """(request id, body) of `count` call.create requests to distinct fictional numbers."""
+    return [
+        (f"{id_prefix}-{uuid.uuid4().hex}", json.dumps(call_request(number)).encode())
+        for number in fictional_numbers(count)
+    ]
 
 
 async def publish_many(
