@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 readme: install  ## regenerate the README's contract and configuration sections
-	$(BIN)/python -m service.readme
+	$(BIN)/python -m service.commands.readme
 
 .PHONY: readme install test test-unit test-integration demo lint typecheck schema asyncapi-check bench services clean
 
@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml requirements.txt
 services:  ## make sure RabbitMQ and PostgreSQL answer (installs and starts them if absent)
 	bash .ci/services
 
-test: install services  ## the whole suite: unit, integration (real broker, both databases, sandbox over HTTP), e2e
-	$(BIN)/python -m pytest tests
+test: install services  ## the whole suite (unit, integration, e2e) with branch coverage
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest tests --cov --cov-report=term
+
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

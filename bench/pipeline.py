@@ -28,7 +28,9 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from service.demo import Sandbox, broker_answers, delete_topology, free_port
+from sandbox.process import Sandbox, free_port
+from service.bus.connection import broker_answers
+from service.bus.topology import delete_topology
 
 AREA_CODES = ("212", "312", "415", "617", "202", "305", "503", "702", "206", "404")
 COUNTER_RE = r"^{name}\{{[^}}]*{label}[^}}]*\}} ([0-9.e+]+)$"
@@ -101,7 +103,7 @@ def start_service(
     argv = [sys.executable]
     if profile is not None:
         argv += ["-m", "cProfile", "-o", str(profile)]
-    argv += ["-m", "service.cli", "serve"]
+    argv += ["-m", "service", "serve"]
     log = (directory / "service.log").open("wb")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 - our interpreter, no shell
 

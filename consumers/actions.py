@@ -6,27 +6,31 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.decode import Cancel, Create, Delivery, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
-from service.amqp import BROKER_ERRORS, persistent_copy
+from service.bus.connection import BROKER_ERRORS
+from service.bus.dead_letters import dead_letter_message
+from service.clock import Clock
 from service.errors import StoreUnavailableError
-from service.ledger import Ledger
-from service.logs import mask_phone, mask_text
+from service.ledger import Accepted, CallToStop, Ledger, NewCall
+from service.logs import mask_phone
 from service.metrics import Metrics
 
 log = structlog.get_logger("consumers.requests")
 
-StopCall = Callable[[str], Awaitable[object]]
+# Stops the call of a canceled request at Bland (the outcomes stage's CallStops.stop).
+StopCanceled = Callable[[CallToStop], Awaitable[object]]
+# Writes new call requests: the ledger's accept_calls, or the dispatcher's accept-and-claim.
+Accept = Callable[[Sequence[NewCall], datetime], Awaitable[list[Accepted]]]
 # "The database is down": hold the delivery and pause, never ack or dead-letter it.
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     StoreUnavailableError,
@@ -34,7 +38,6 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     InterfaceError,
 )
 BROKER_TIMEOUT_S = 10.0  # a black-holed link must not stall the worker until heartbeats notice
-_HEADER_TEXT_MAX = 1000
 _LIVE_STATES = frozenset({"dialing", "queued", "unknown"})  # a call Bland may be placing
 
 
@@ -62,23 +65,6 @@ def delivery_of(message: AbstractIncomingMessage) -> Delivery:
     )
 
 
-def dead_letter_message(
-    message: AbstractIncomingMessage, *, reason: str, error: str, request_id: str
-) -> aio_pika.Message:
-    """A persistent copy of the delivery with the reason in headers (no expiration, no user_id)."""
-    headers: dict[str, Any] = dict(message.headers or {})
-    headers.update(
-        {
-            "x-dialer-reason": reason,
-            "x-dialer-error": mask_text(error)[:_HEADER_TEXT_MAX],
-            "x-dialer-request-id": request_id,
-            "x-dialer-routing-key": message.routing_key or "",
-            "x-dialer-exchange": message.exchange or "",
-        }
-    )
-    return persistent_copy(message, headers, priority=message.priority)
-
-
 def _kind_label(kind: str) -> str:
     return kind if kind in REQUEST_KINDS else "other"
 
@@ -90,14 +76,18 @@ class Actions:
         self,
         ledger: Ledger,
         metrics: Metrics,
-        clock: Callable[[], datetime],
-        stop_call: StopCall | None = None,
+        clock: Clock,
+        dead_exchange: AbstractExchange,
+        *,
+        accept: Accept | None = None,
+        stop_canceled: StopCanceled | None = None,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
         self.clock = clock
-        self.stop_call = stop_call
-        self.dead_exchange: AbstractExchange | None = None
+        self.dead_exchange = dead_exchange
+        self.accept = accept or ledger.accept_calls
+        self.stop_canceled = stop_canceled
         self.stop_tasks: set[asyncio.Task[None]] = set()
 
     async def requeue(self, item: Item) -> None:
@@ -143,7 +133,7 @@ class Actions:
 
     async def _create(self, group: list[Item]) -> None:
         calls = [item.plan.action.call for item in group if isinstance(item.plan.action, Create)]
-        results = await self.ledger.accept_calls(calls, self.clock())
+        results = await self.accept(calls, self.clock())
         for item, result in zip(group, results, strict=True):
             await self._done(item, "duplicate" if result.duplicate else "accepted")
 
@@ -178,8 +168,6 @@ class Actions:
         await self._done(item, "dead_lettered", reason=action.reason)
 
     async def _dead_letter(self, item: Item, reason: str, error: str) -> None:
-        if self.dead_exchange is None:
-            raise RuntimeError("no dead-letter exchange: RequestConsumer.start() sets it")
         copy = dead_letter_message(
             item.message, reason=reason, error=error, request_id=item.plan.request_id
         )
@@ -207,28 +195,26 @@ class Actions:
             await self._reject(item, reject)
             return
         live = result.state in _LIVE_STATES and not result.changed
-        if live and result.call_id is not None and self.stop_call is not None:
-            self._stop_at_bland(self.stop_call, result.request_id, result.call_id)
+        if live and result.call_id is not None and result.request_id is not None:
+            self._stop_at_bland(CallToStop(result.request_id, result.call_id, self.clock()))
         await self._done(item, "canceled" if result.changed else f"cancel_{result.state}")
 
-    def _stop_at_bland(self, stop_call: StopCall, request_id: str | None, call_id: str) -> None:
-        async def stop() -> None:
-            try:
-                accepted = await stop_call(call_id)
-            except Exception as exc:  # best effort: the reconciler retries (calls_to_stop)
-                self.metrics.call_stops.labels("error").inc()
-                log.warning("stop_call_failed", call_id=call_id, error=str(exc))
-                return
-            self.metrics.call_stops.labels("sent" if accepted is True else "refused").inc()
-            try:
-                if accepted is True and request_id is not None:
-                    await self.ledger.mark_stop_sent(request_id, self.clock())
-            except Exception as exc:  # the reconciler stops it again (calls_to_stop)
-                log.warning("stop_call_failed", call_id=call_id, error=str(exc))
-
-        task = asyncio.create_task(stop(), name=f"stop-call-{call_id}")
+    def _stop_at_bland(self, call: CallToStop) -> None:
+        """Stop the call in the background; the outcomes stage's sweep retries a failed stop."""
+        if self.stop_canceled is None:
+            return
+        task = asyncio.create_task(
+            self._stop(self.stop_canceled, call), name=f"stop-{call.call_id}"
+        )
         self.stop_tasks.add(task)
         task.add_done_callback(self.stop_tasks.discard)
+
+    @staticmethod
+    async def _stop(stop: StopCanceled, call: CallToStop) -> None:
+        try:
+            await stop(call)
+        except Exception as exc:  # best effort here: calls_to_stop keeps it owed
+            log.warning("stop_call_failed", request_id=call.request_id, error=str(exc))
 
     async def _poison(self, item: Item) -> None:
         """A bug or an unexpected failure: requeue; the delivery limit dead-letters a poison one."""

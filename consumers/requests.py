@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 import structlog
 from aio_pika.abc import (
@@ -20,23 +18,22 @@ from aio_pika.abc import (
 from consumers.actions import (
     BROKER_TIMEOUT_S,
     STORE_ERRORS,
+    Accept,
     Actions,
     Item,
-    StopCall,
+    StopCanceled,
     delivery_of,
 )
 from consumers.decode import plan
-from service.amqp import BROKER_ERRORS, Names, connect
+from service.backoff import Backoff
+from service.bus.connection import BROKER_ERRORS, Names, connect
+from service.bus.topology import declare
+from service.clock import Clock, utcnow
 from service.ledger import Ledger
 from service.metrics import Metrics
 from service.settings import Settings
-from service.topology import declare
 
 log = structlog.get_logger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class RequestConsumer:
@@ -48,8 +45,9 @@ class RequestConsumer:
         ledger: Ledger,
         metrics: Metrics,
         *,
-        stop_call: StopCall | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        accept: Accept | None = None,
+        stop_canceled: StopCanceled | None = None,
+        clock: Clock = utcnow,
         batch_max: int = 128,
         batch_window_s: float = 0.005,
         store_retry_max_s: float = 5.0,
@@ -57,7 +55,10 @@ class RequestConsumer:
         self.settings = settings
         self.ledger = ledger
         self.metrics = metrics
-        self.actions = Actions(ledger, metrics, clock, stop_call)
+        self.clock = clock
+        self._accept = accept
+        self._stop_canceled = stop_canceled
+        self.actions: Actions | None = None  # made at start, with the dead-letter exchange
         self.batch_max = max(1, min(batch_max, settings.prefetch))
         self.batch_window_s = batch_window_s
         self.store_retry_max_s = store_retry_max_s
@@ -90,7 +91,9 @@ class RequestConsumer:
         return self._paused
 
     async def start(self) -> None:
-        """Connect, declare the topology, and start consuming."""
+        """Connect, declare the topology, and start consuming (again after a failed start)."""
+        self._stopping = False
+        self._inbox = asyncio.Queue()
         self._connection = await connect(self.settings, "requests")
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.settings.prefetch)  # per consumer (quorum)
@@ -99,7 +102,14 @@ class RequestConsumer:
         dead_channel: AbstractChannel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        self.actions.dead_exchange = await dead_channel.get_exchange(self.names.dead, ensure=False)
+        self.actions = Actions(
+            self.ledger,
+            self.metrics,
+            self.clock,
+            await dead_channel.get_exchange(self.names.dead, ensure=False),
+            accept=self._accept,
+            stop_canceled=self._stop_canceled,
+        )
         self._worker = asyncio.create_task(self._run(), name="request-consumer")
         await self._consume()
 
@@ -116,7 +126,7 @@ class RequestConsumer:
                 self._worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._worker
-        if self.actions.stop_tasks:
+        if self.actions is not None and self.actions.stop_tasks:
             await asyncio.wait(self.actions.stop_tasks, timeout=max(1.0, grace_s / 4))
         if self._connection is not None:
             await self._connection.close()
@@ -130,14 +140,13 @@ class RequestConsumer:
 
     async def _resume(self) -> None:
         """Consume again; a consumer that failed to start is not restored by reconnection."""
-        delay_s = 0.1
+        retry = Backoff(0.1, self.store_retry_max_s)
         while not self._stopping and self._consumer_tag is None:
             try:
                 await self._consume()
             except BROKER_ERRORS as exc:
                 log.warning("consumer_resume_failed", error=str(exc))
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self.store_retry_max_s)
+                await asyncio.sleep(retry.next_s())
 
     async def _cancel_consumer(self) -> None:
         tag, self._consumer_tag = self._consumer_tag, None
@@ -146,6 +155,11 @@ class RequestConsumer:
                 await self._queue.cancel(tag, timeout=BROKER_TIMEOUT_S)
             except BROKER_ERRORS as exc:
                 log.warning("consumer_cancel_failed", error=str(exc))
+
+    def _actions(self) -> Actions:
+        if self.actions is None:
+            raise RuntimeError("RequestConsumer.start() was not called")
+        return self.actions
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)
@@ -161,7 +175,7 @@ class RequestConsumer:
                 log.exception("request_batch_failed", size=len(batch))
                 for item in batch:
                     if not item.settled:
-                        await self.actions.requeue(item)
+                        await self._actions().requeue(item)
             if last:
                 return
 
@@ -207,7 +221,7 @@ class RequestConsumer:
         pending = deque(batch)  # empty after a sentinel or when every message was poison
         while pending:
             try:
-                await self.actions.run(pending)
+                await self._actions().run(pending)
             except STORE_ERRORS as exc:
                 if not await self._pause(exc):
                     return  # stopping: the held deliveries return to the queue on close
@@ -222,11 +236,10 @@ class RequestConsumer:
         log.warning("ledger_unavailable_pausing", error=str(exc))
         self._paused = True
         await self._cancel_consumer()
-        delay_s = 0.1
+        retry = Backoff(0.1, self.store_retry_max_s)
         try:
             while not self._stopping:
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self.store_retry_max_s)
+                await asyncio.sleep(retry.next_s())
                 try:
                     await self.ledger.ping()
                 except STORE_ERRORS:

@@ -6,18 +6,13 @@ import argparse
 import sys
 
 from sandbox import cli
-from service.errors import ConfigError
 
 
 def main() -> int:
     """Parse the sandbox's options and run it."""
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=cli.__doc__)
     cli.add_arguments(parser)
-    try:
-        return cli.run(parser.parse_args())
-    except ConfigError as exc:
-        print(f"sandbox: {exc}", file=sys.stderr)
-        return 2
+    return cli.run(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 
-from sandbox import admin, api, batches, checks, legacy
+from sandbox import admin, api, batches, legacy
 from sandbox.config import SandboxConfig
 from sandbox.simulator import Simulator
 
@@ -18,7 +18,6 @@ def build_app(config: SandboxConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        checks.warm_up()
         async with httpx.AsyncClient(verify=config.webhook_verify_tls) as client:
             simulator = Simulator(config, client)
             app.state.simulator = simulator

@@ -1,15 +1,17 @@
-"""Request validation: schemas.validation when present, a minimal fallback otherwise."""
+"""Request validation with the project's schemas (Bland's rules and messages)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from sandbox.calls import webhook_problem
+from schemas.batch import validate_batch
 from schemas.phone import PhoneNumberError, normalize_phone
+from schemas.validation import BlandValidationError
+from schemas.validation import validate_call as validate_call_body
+
+T = TypeVar("T")
 
 
 class InvalidRequest(Exception):  # noqa: N818 - mirrors BlandValidationError
@@ -20,38 +22,12 @@ class InvalidRequest(Exception):  # noqa: N818 - mirrors BlandValidationError
         self.errors = errors
 
 
-def _schemas() -> ModuleType | None:
-    """schemas.validation, or None while it is missing or broken (then the fallback checks)."""
-    try:
-        return importlib.import_module("schemas.validation")
-    except Exception as exc:  # a missing or half-written module must not take the sandbox down
-        if not _warned:
-            _warned.append(True)
-            print(
-                f"sandbox: schemas.validation unusable ({exc!r}); minimal checks", file=sys.stderr
-            )
-        return None
-
-
-_warned: list[bool] = []
-
-
-def warm_up() -> None:
-    """Import the validators now, so the first request is not slowed by it."""
-    _schemas()
-
-
-def _run(name: str, body: object) -> Any:
-    """Call schemas.validation.<name>(body), turning its error into InvalidRequest."""
-    module = _schemas()
-    if module is None:
-        return None
-    validator: Callable[[object], Any] = getattr(module, name, None) or (lambda _body: None)
-    error_type: type[Exception] = module.BlandValidationError
+def _run(validator: Callable[[object], T], body: object) -> T:
+    """A schemas validator, its error turned into InvalidRequest (Bland's 400)."""
     try:
         return validator(body)
-    except error_type as exc:
-        raise InvalidRequest(list(getattr(exc, "errors", [str(exc)]))) from exc
+    except BlandValidationError as exc:
+        raise InvalidRequest(list(exc.errors)) from exc
 
 
 WEBHOOK_KEYS = ("webhook", "status_webhook", "batch_webhook")
@@ -74,32 +50,7 @@ def validate_call(body: object, *, allow_http: bool, strict_https: bool) -> str:
     problem = webhook_problem(body.get("webhook"), allow_http=allow_http, strict=strict_https)
     if problem:
         raise InvalidRequest([problem])
-    model = _run("validate_call", _as_https(body))
-    phone = getattr(model, "phone_number", None)
-    if isinstance(phone, str):
-        return phone
-    return _fallback_call(body)
-
-
-def _fallback_call(body: dict[str, Any]) -> str:
-    errors: list[str] = []
-    phone = ""
-    if "phone_number" not in body:
-        errors.append("Missing required parameter: phone_number.")
-    else:
-        try:
-            phone = normalize_phone(body["phone_number"])
-        except PhoneNumberError as exc:
-            errors.append(exc.message)
-    if "task" not in body and "pathway_id" not in body:
-        errors.append("Missing required parameter: task.")
-    elif "task" in body and not isinstance(body["task"], str):
-        errors.append("Task must be a string.")
-    if "metadata" in body and not isinstance(body["metadata"], dict):
-        errors.append("metadata must be an object.")
-    if errors:
-        raise InvalidRequest(errors)
-    return phone
+    return _run(validate_call_body, _as_https(body)).phone_number
 
 
 def validate_batch_v2(body: object, *, allow_http: bool, strict_https: bool) -> None:
@@ -119,10 +70,9 @@ def validate_batch_v2(body: object, *, allow_http: bool, strict_https: bool) -> 
         if problem:
             raise InvalidRequest([problem])
     with_phone = [o for o in objects if not isinstance(o, dict) or o.get("phone_number")]
-    module = _schemas()
-    if module is not None and hasattr(module, "validate_batch") and with_phone:
+    if with_phone:
         # Entries without a phone number fail the batch later (source_invalid), as Bland does.
-        _run("validate_batch", _strip_http({**body, "call_objects": with_phone}))
+        _run(validate_batch, _strip_http({**body, "call_objects": with_phone}))
         return
     if "phone_number" in glob:
         raise InvalidRequest(["phone_number is not allowed in global."])
@@ -158,9 +108,7 @@ def validate_batch_v1(body: object, *, allow_http: bool, strict_https: bool) -> 
         problem = webhook_problem(url, allow_http=allow_http, strict=strict_https)
         if problem:
             raise InvalidRequest([problem])
-    module = _schemas()
-    if module is not None and hasattr(module, "validate_batch"):
-        _run("validate_batch", _as_https(body))
+    _run(validate_batch, _as_https(body))
 
 
 def normalize_or_raise(value: object) -> str:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
 from sandbox.app import build_app
-from sandbox.config import CONCURRENCY_MODES, SandboxConfig
+from sandbox.config import CONCURRENCY_MODES, OptionError, SandboxConfig
 from sandbox.faults import FaultError, Faults, updated
 from sandbox.outcomes import Durations, Shares
 from sandbox.plans import PLANS, plan_with_overrides
-from service.errors import ConfigError
 
 SHARE_OPTIONS = ("human", "voicemail", "no_answer", "busy", "failed")
 DURATION_OPTIONS = (
@@ -113,24 +113,24 @@ def _faults(args: argparse.Namespace) -> Faults:
     try:
         return updated(Faults(), knobs)
     except FaultError as exc:
-        raise ConfigError(f"--{str(exc).replace('_', '-')}") from exc
+        raise OptionError(f"--{str(exc).replace('_', '-')}") from exc
 
 
 def _check(args: argparse.Namespace) -> None:
     if args.clock_speed <= 0:
-        raise ConfigError("--clock-speed must be positive")
+        raise OptionError("--clock-speed must be positive")
     for name in SHARE_OPTIONS:
         if getattr(args, "share_" + name) < 0:
-            raise ConfigError(f"--share-{name.replace('_', '-')} must not be negative")
+            raise OptionError(f"--share-{name.replace('_', '-')} must not be negative")
     for name in DURATION_OPTIONS:
         if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+            raise OptionError(f"--{name.replace('_', '-')} must not be negative")
     if args.min_talk_s > args.max_talk_s:
-        raise ConfigError("--min-talk-s must not exceed --max-talk-s")
+        raise OptionError("--min-talk-s must not exceed --max-talk-s")
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
-    """The configuration the options describe; ConfigError names a bad option."""
+    """The configuration the options describe; OptionError names a bad option."""
     _check(args)
     return SandboxConfig(
         webhook_secret=args.webhook_secret,
@@ -157,8 +157,12 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted."""
-    config = config_from_args(args)
+    """Serve until interrupted; 2 for an invalid option."""
+    try:
+        config = config_from_args(args)
+    except OptionError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
     app = build_app(config)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -11,6 +11,10 @@ from sandbox.plans import PLANS, Plan
 CONCURRENCY_MODES = ("queue", "reject")
 
 
+class OptionError(ValueError):
+    """A command-line option of the sandbox is invalid; the message names it."""
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """Everything the simulator needs to know; runtime-changeable parts live in the state."""

@@ -17,8 +17,14 @@ from schemas.call import (
     to_bland_body,
     valid_https_url,
 )
+from schemas.envelope import DialerOptions
 from schemas.phone import PhoneNumberError, normalize_phone
-from schemas.validation import NOT_AN_OBJECT, BlandValidationError, validate_model
+from schemas.validation import (
+    NOT_AN_OBJECT,
+    BlandValidationError,
+    validate_model,
+    with_dialer_options,
+)
 
 DESCRIPTION_MAX = 60
 DEFAULT_DESCRIPTION = "Untitled Batch"
@@ -139,7 +145,7 @@ class BatchV2Request(_BatchShell):
     )
 
 
-def validate_batch_body(body: object) -> LegacyBatchRequest | BatchV2Request:
+def validate_batch(body: object) -> LegacyBatchRequest | BatchV2Request:
     """Either batch shape, every recipient validated on its own; raises BlandValidationError."""
     if not isinstance(body, dict):
         raise BlandValidationError([NOT_A_BATCH])
@@ -149,6 +155,13 @@ def validate_batch_body(body: object) -> LegacyBatchRequest | BatchV2Request:
     if keys & _LEGACY_KEYS and not keys & _V2_KEYS:
         return _validate_legacy(body)
     raise BlandValidationError([UNKNOWN_SHAPE])
+
+
+def validate_batch_create(
+    body: object,
+) -> tuple[LegacyBatchRequest | BatchV2Request, DialerOptions]:
+    """A `batch.create` body: either batch shape plus the optional `dialer` object."""
+    return with_dialer_options(body, validate_batch)
 
 
 def expand_batch(batch: LegacyBatchRequest | BatchV2Request) -> list[CallRequest]:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.call import PATH, CallRequest, js_type
 from schemas.envelope import DialerOptions
-
-if TYPE_CHECKING:
-    from schemas.batch import BatchV2Request, LegacyBatchRequest
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -160,7 +157,7 @@ def validate_call(body: object) -> CallRequest:
 
 def validate_call_create(body: object) -> tuple[CallRequest, DialerOptions]:
     """A `call.create` body: the Bland call plus this service's optional `dialer` object."""
-    return _with_dialer_options(body, validate_call)
+    return with_dialer_options(body, validate_call)
 
 
 def validate_dialer_options(value: object) -> DialerOptions:
@@ -172,21 +169,7 @@ def validate_dialer_options(value: object) -> DialerOptions:
     return validate_model(DialerOptions, value, at="dialer")
 
 
-def validate_batch(body: object) -> LegacyBatchRequest | BatchV2Request:
-    """A `batch.create` body, legacy or v2 shape, every recipient checked on its own."""
-    from schemas.batch import validate_batch_body  # noqa: PLC0415 - batch imports this module
-
-    return validate_batch_body(body)
-
-
-def validate_batch_create(
-    body: object,
-) -> tuple[LegacyBatchRequest | BatchV2Request, DialerOptions]:
-    """A `batch.create` body: either batch shape plus the optional `dialer` object."""
-    return _with_dialer_options(body, validate_batch)
-
-
-def _with_dialer_options(body: object, validate: Callable[[object], T]) -> tuple[T, DialerOptions]:
+def with_dialer_options(body: object, validate: Callable[[object], T]) -> tuple[T, DialerOptions]:
     """Validate the body without `dialer` and the `dialer` object; every error at once."""
     if not isinstance(body, dict):
         raise BlandValidationError([NOT_AN_OBJECT])

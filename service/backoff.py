@@ -1,9 +1,10 @@
-"""Pure retry delays: exponential backoff with full jitter, and the outcome-poll schedule."""
+"""Pure retry delays (exponential backoff, full jitter, poll schedule) and one `Backoff` helper."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 Uniform = Callable[[], float]  # a draw in [0, 1): random.random, or a fixed value in tests
 
@@ -43,3 +44,29 @@ def poll_delay_s(overdue_for_s: float, interval_s: float, cap_s: float) -> float
     Checks thin out geometrically (1, 2, 4, ... times the interval) without a counter column.
     """
     return float(min(cap_s, max(interval_s, overdue_for_s)))
+
+
+@dataclass
+class Backoff:
+    """Delays for consecutive failures of one loop: base, 2 x base, 4 x base, ... up to cap.
+
+    `next_s()` counts a failure and returns the delay before trying again; `reset()` after a
+    success. With `jitter`, each delay is drawn from [0, ceiling) (full jitter).
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 5.0
+    jitter: bool = False
+    draw: Uniform = field(default=random.random, repr=False)
+    failures: int = 0
+
+    def next_s(self) -> float:
+        """One more failure: the delay before the next try."""
+        self.failures += 1
+        if self.jitter:
+            return full_jitter_s(self.failures, self.base_s, self.cap_s, self.draw)
+        return ceiling_s(self.failures, self.base_s, self.cap_s)
+
+    def reset(self) -> None:
+        """A success: the next failure starts from `base_s` again."""
+        self.failures = 0

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from service.ledger import Ledger, LedgerCounts
 from service.metrics import Metrics
-from service.outcomes import OutcomeService, verify_signature
+from service.outcomes.webhooks import WebhookIntake, verify_signature
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,13 +37,13 @@ class BodyTooLargeError(Exception):
 
 
 @dataclass(frozen=True)
-class Parts:
+class HttpParts:
     """What the HTTP app talks to; the composition root builds them."""
 
     settings: Settings
     metrics: Metrics
     ledger: Ledger
-    outcomes: OutcomeService
+    webhooks: WebhookIntake
     readiness: Readiness  # name -> "ok" or what is wrong; ready when all say "ok"
 
 
@@ -70,7 +70,7 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _refresh_gauges(parts: Parts) -> None:
+async def _refresh_gauges(parts: HttpParts) -> None:
     try:
         counts = await asyncio.wait_for(
             parts.ledger.counts(datetime.now(UTC)), GAUGE_REFRESH_TIMEOUT_S
@@ -81,7 +81,7 @@ async def _refresh_gauges(parts: Parts) -> None:
         set_gauges(parts.metrics, counts)
 
 
-def create_app(parts: Parts) -> Starlette:
+def create_app(parts: HttpParts) -> Starlette:
     """The Starlette app: `/healthz`, `/readyz`, `/metrics`, `/webhooks/bland[/batch]`."""
 
     async def healthz(_: Request) -> Response:
@@ -110,9 +110,7 @@ def create_app(parts: Parts) -> Starlette:
         except BodyTooLargeError:
             parts.metrics.webhooks.labels("too_large").inc()
             return JSONResponse({"result": "too_large"}, status_code=413)
-        result = await parts.outcomes.handle_bland_webhook(
-            raw, request.headers.get(SIGNATURE_HEADER)
-        )
+        result = await parts.webhooks.handle(raw, request.headers.get(SIGNATURE_HEADER))
         return JSONResponse({"result": result.result}, status_code=result.http_status)
 
     async def batch_webhook(request: Request) -> Response:
@@ -129,7 +127,7 @@ def create_app(parts: Parts) -> Starlette:
     )
 
 
-async def _batch_status(request: Request, parts: Parts) -> Response:
+async def _batch_status(request: Request, parts: HttpParts) -> Response:
     """Batch status: verified when signed, logged; batches are not dispatched yet."""
     try:
         raw = await read_capped(request, WEBHOOK_MAX_BYTES)

@@ -108,3 +108,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.purged = Counter(
+            "dialer_purged_total",
+            "Ledger rows deleted by retention, by kind (requests: finished requests older than "
+            "DIALER_RETENTION_DAYS; events: sent outbox events as old).",
+            ["kind"],
+            registry=r,
+        )

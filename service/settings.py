@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(256, ge=1, le=10_000)
     outbox_idle_s: float = Field(0.05, gt=0)
 
+    # Retention (also the idempotency window: a purged request id is forgotten)
+    retention_days: float = Field(30.0, gt=0)
+    retention_interval_s: float = Field(300.0, gt=0)
+    retention_chunk: int = Field(500, ge=1, le=10_000)
+
     # Lifecycle
     migrate_on_start: bool = True
     shutdown_grace_s: float = Field(25.0, gt=0)
@@ -171,7 +176,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "retry_backoff_base_s": "First retry delay after a 429 or a connection failure.",
     "retry_backoff_max_s": "Longest retry delay.",
     "max_transient_retries": "Retries after connection failures before `call.failed` (429s do not count).",
-    "outcome_overdue_s": "Poll Bland for a call's outcome when no webhook came this long after `max_duration`.",
+    "outcome_overdue_s": "Poll Bland for a call's outcome when no webhook came this long after the call was queued.",
     "poll_interval_s": "How often overdue calls are polled.",
     "reconcile_grace_s": "An unknown dial outcome not found at Bland within this time becomes `call.unresolved`.",
     "reconcile_interval_s": "How often unknown outcomes are reconciled.",
@@ -180,6 +185,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "publisher_webhook_timeout_s": "Timeout when relaying Bland's webhook to a publisher's own `webhook`.",
     "outbox_batch_size": "Events published per relay round.",
     "outbox_idle_s": "Relay sleep when the outbox is empty.",
+    "retention_days": "Finished requests and sent events older than this are deleted. A request id is remembered this long: republished later, it is a new request (the idempotency window).",
+    "retention_interval_s": "How often the retention purge runs.",
+    "retention_chunk": "Rows deleted per purge transaction (small chunks never hold the write lock long).",
     "migrate_on_start": "Run the ledger migrations at start-up.",
     "shutdown_grace_s": "SIGTERM drains in-flight work within this time.",
     "log_level": "DEBUG, INFO, WARNING or ERROR.",

@@ -8,10 +8,13 @@ from service.ledger.engine import make_engine, mapped_errors
 from service.ledger.outbox import OutboxStore
 from service.ledger.records import (
     Accepted,
+    Admission,
+    Admit,
     CallToStop,
     CancelResult,
     Claim,
     LedgerCounts,
+    Limits,
     NewCall,
     OutboxRow,
     Outcome,
@@ -19,28 +22,35 @@ from service.ledger.records import (
     Queued,
     Tracked,
     UnknownAttempt,
+    Usage,
 )
+from service.ledger.retention import Purged, Purging
 from service.ledger.tracking import Tracking
 
 
-class Ledger(Claims, Attempts, Tracking, OutboxStore):
+class Ledger(Claims, Attempts, Tracking, OutboxStore, Purging):
     """Every read and write of the ledger; each method is one transaction (docs/internals.md)."""
 
 
 __all__ = [
     "Accepted",
+    "Admission",
+    "Admit",
     "CallToStop",
     "CancelResult",
     "Claim",
     "Ledger",
     "LedgerCounts",
+    "Limits",
     "NewCall",
     "OutboxRow",
     "Outcome",
     "OutcomeResult",
+    "Purged",
     "Queued",
     "Tracked",
     "UnknownAttempt",
+    "Usage",
     "make_engine",
     "mapped_errors",
 ]

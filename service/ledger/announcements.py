@@ -11,7 +11,7 @@ from typing import Any
 from schemas.envelope import DialerOptions
 from schemas.events import EVENT_TYPES, CallCanceled, CallCompleted, CallFailed, Event
 from service.ledger.records import Claim, OutboxRow, Outcome
-from service.states import State
+from service.ledger.states import State
 
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
 

@@ -12,8 +12,8 @@ from schemas.events import CallCanceled, CallFailed, CallSuppressed
 from service.ledger.announcements import event_ids, to_json
 from service.ledger.base import LedgerBase
 from service.ledger.records import CallToStop, Claim, Queued
-from service.states import State
-from service.tables import attempts, requests
+from service.ledger.states import State
+from service.ledger.tables import attempts, requests
 
 
 class Attempts(LedgerBase):

@@ -16,9 +16,9 @@ from service.errors import StoreUnavailableError
 from service.ledger.announcements import chunks, event_ids, outbox_values
 from service.ledger.engine import make_engine, mapped_errors
 from service.ledger.records import Claim
+from service.ledger.states import HOLDS_SLOT, State, check_transition
+from service.ledger.tables import admission, attempts, outbox, requests, slots
 from service.settings import Settings
-from service.states import HOLDS_SLOT, State, check_transition
-from service.tables import admission, attempts, outbox, requests, slots
 
 _RETRIES = 3
 _T = TypeVar("_T")
@@ -34,7 +34,7 @@ class LedgerBase:
 
     @classmethod
     async def open(cls, settings: Settings) -> Self:
-        """Create the engine and its pool (no migration: see service.migrate.upgrade)."""
+        """Create the engine and its pool (no migration: see service.ledger.migrate.upgrade)."""
         try:
             engine = make_engine(settings.database_dsn, pool_size=settings.database_pool_size)
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -9,84 +10,64 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CallExpired
-from service.admission import Admission, admit, rate_window, slot_lease_for
 from service.errors import StoreUnavailableError
 from service.ledger.announcements import CHUNK, claim_from_row, event_ids
 from service.ledger.intake import Intake
-from service.ledger.records import Accepted, Claim, Limits, NewCall
-from service.states import State
-from service.tables import ADMISSION_ROW_ID, admission, attempts, requests, slots
+from service.ledger.records import Accepted, Admission, Admit, Claim, Limits, NewCall, Usage
+from service.ledger.states import State
+from service.ledger.tables import ADMISSION_ROW_ID, admission, attempts, requests, slots
+
+# Bland's `max_duration` when a request does not set one, and the time a placed call may spend
+# queued and ringing at Bland before its `max_duration` starts to run (plus clock skew).
+DEFAULT_MAX_DURATION_MIN = 30
+CALL_END_MARGIN_S = 3600.0
+
+
+def slot_lease_for(configured_s: float, max_duration_min: object) -> float:
+    """How long a slot is held without an outcome: `configured_s`, or longer for a long call.
+
+    A slot freed while Bland may still be running the call lets a new call past the
+    concurrency cap, so the lease covers the call's `max_duration` (up to 12 h) plus a margin.
+    """
+    minutes = max_duration_min if isinstance(max_duration_min, int | float) else None
+    if minutes is None or isinstance(minutes, bool) or not math.isfinite(minutes) or minutes <= 0:
+        minutes = DEFAULT_MAX_DURATION_MIN
+    return max(configured_s, float(minutes) * 60.0 + CALL_END_MARGIN_S)
 
 
 class Claims(Intake):
     """Due requests become dialing attempts, atomically and within the limits."""
 
     async def claim_due(
-        self,
-        *,
-        owner: str,
-        now: datetime,
-        limit: int,
-        max_concurrent: int,
-        max_per_second: float,
-        slot_lease_s: float,
-    ) -> list[Claim]:
-        """Expire, admit by slots and rate, claim due rows (dialing + attempt + slot), atomically."""
-        claims, _ = await self.claim_due_with_admission(
-            owner=owner,
-            now=now,
-            limit=limit,
-            max_concurrent=max_concurrent,
-            max_per_second=max_per_second,
-            slot_lease_s=slot_lease_s,
-        )
-        return claims
-
-    async def claim_due_with_admission(
-        self,
-        *,
-        owner: str,
-        now: datetime,
-        limit: int,
-        max_concurrent: int,
-        max_per_second: float,
-        slot_lease_s: float,
+        self, now: datetime, limits: Limits, admit: Admit
     ) -> tuple[list[Claim], Admission]:
-        """claim_due, also saying which limit held requests back (for the limit-wait metric)."""
-        limits = Limits(owner, limit, max_concurrent, max_per_second, slot_lease_s)
+        """Expire, admit by slots and rate, claim due rows (dialing + attempt + slot), atomically.
+
+        Also says which limit held requests back (for the limit-wait metric).
+        """
         if not await self._anything_due(now):
             return [], Admission(admitted=0, limited_by=None)
         async with self._write() as conn:
-            return await self._claim(conn, now, limits)
+            return await self._claim(conn, now, limits, admit)
 
     async def accept_and_claim(
-        self,
-        calls: Sequence[NewCall],
-        now: datetime,
-        *,
-        owner: str,
-        limit: int,
-        max_concurrent: int,
-        max_per_second: float,
-        slot_lease_s: float,
-    ) -> tuple[list[Accepted], list[Claim]]:
+        self, calls: Sequence[NewCall], now: datetime, limits: Limits, admit: Admit
+    ) -> tuple[list[Accepted], list[Claim], Admission]:
         """accept_calls and claim_due in one transaction: one durable commit before the POST.
 
         The claims are the due rows by priority, which may include older requests.
         """
-        limits = Limits(owner, limit, max_concurrent, max_per_second, slot_lease_s)
 
-        async def work(conn: AsyncConnection) -> tuple[list[Accepted], list[Claim]]:
+        async def work(conn: AsyncConnection) -> tuple[list[Accepted], list[Claim], Admission]:
             accepted = await self._accept(conn, calls, now)
-            claims, _ = await self._claim(conn, now, limits)
-            return accepted, claims
+            claims, admission = await self._claim(conn, now, limits, admit)
+            return accepted, claims, admission
 
         return await self._retrying(work)
 
     async def _claim(
-        self, conn: AsyncConnection, now: datetime, limits: Limits
+        self, conn: AsyncConnection, now: datetime, limits: Limits, admit: Admit
     ) -> tuple[list[Claim], Admission]:
-        window = rate_window(limits.max_per_second)
         await self._expire(conn, now)
         # The cross-replica mutex: counting and taking slots and rate budget is atomic.
         locked = await conn.execute(
@@ -99,15 +80,14 @@ class Claims(Intake):
         started = await conn.scalar(
             select(func.count())
             .select_from(attempts)
-            .where(attempts.c.started_at > now - timedelta(seconds=window.window_s))
+            .where(attempts.c.started_at > now - timedelta(seconds=limits.rate_window_s))
         )
-        decision = admit(
-            wanted=await self._count_due(conn, now, limits.limit),
+        usage = Usage(
+            due=await self._count_due(conn, now, limits.limit),
             active_slots=int(active or 0),
-            max_concurrent=limits.max_concurrent,
             started_in_window=int(started or 0),
-            window=window,
         )
+        decision = admit(usage, limits)
         if decision.admitted == 0:
             return [], decision
         claims = await self._take(conn, limits.owner, now, decision.admitted, limits.slot_lease_s)

@@ -21,8 +21,8 @@ from schemas.events import (
 from service.ledger.announcements import event_ids, reannounce, to_json
 from service.ledger.base import LedgerBase
 from service.ledger.records import Accepted, CancelResult, NewCall
-from service.states import State
-from service.tables import requests
+from service.ledger.states import State
+from service.ledger.tables import requests
 
 
 class Intake(LedgerBase):

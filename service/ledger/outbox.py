@@ -1,21 +1,21 @@
-"""The outbox for the relay, retention and the gauges."""
+"""The outbox for the relay, and the gauges."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from service.ledger.announcements import chunks, outbox_from_row
 from service.ledger.base import LedgerBase
 from service.ledger.records import LedgerCounts, OutboxRow
-from service.states import TERMINAL, State
-from service.tables import attempts, outbox, requests, slots
+from service.ledger.states import State
+from service.ledger.tables import outbox, requests, slots
 
 
 class OutboxStore(LedgerBase):
-    """Unsent events, retention, counts."""
+    """Unsent events, counts."""
 
     async def pending_outbox(
         self,
@@ -70,32 +70,6 @@ class OutboxStore(LedgerBase):
                     .where(outbox.c.id.in_(chunk), outbox.c.sent_at.is_(None))
                     .values(sent_at=now)
                 )
-
-    async def purge(self, *, before: datetime, limit: int = 1000) -> tuple[int, int]:
-        """Delete finished requests and sent events older than `before`: (requests, events).
-
-        A purged request id is forgotten: the retention window of idempotency ends here.
-        """
-        terminal = [state.value for state in TERMINAL]
-        async with self._write() as conn:
-            old = (
-                select(requests.c.request_id)
-                .where(requests.c.state.in_(terminal), requests.c.updated_at < before)
-                .limit(limit)
-            )
-            ids = list((await conn.execute(old)).scalars())
-            if ids:
-                await conn.execute(delete(attempts).where(attempts.c.request_id.in_(ids)))
-                await conn.execute(delete(requests).where(requests.c.request_id.in_(ids)))
-            sent = (
-                select(outbox.c.id)
-                .where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < before)
-                .limit(limit)
-            )
-            sent_ids = list((await conn.execute(sent)).scalars())
-            if sent_ids:
-                await conn.execute(delete(outbox).where(outbox.c.id.in_(sent_ids)))
-            return len(ids), len(sent_ids)
 
     async def counts(self, now: datetime) -> LedgerCounts:
         """Requests by state, unsent events and slots held (unexpired leases)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -75,9 +76,6 @@ class Queued:
 
     recorded: bool
     stop: CallToStop | None = None
-
-    def __bool__(self) -> bool:
-        return self.recorded
 
 
 @dataclass(frozen=True)
@@ -165,12 +163,37 @@ class LedgerCounts:
     active_slots: int
 
 
+LimitName = Literal["concurrency", "rate"]
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The admission limits of one claim."""
+    """The admission limits of one claim round (`service.dialing.admission` builds them)."""
 
     owner: str
-    limit: int
+    limit: int  # at most this many claims in the round
     max_concurrent: int
-    max_per_second: float
+    rate_calls: int  # at most `rate_calls` attempts start within any `rate_window_s`
+    rate_window_s: float
     slot_lease_s: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the ledger counted under the admission lock, for the admission decision."""
+
+    due: int  # due requests, up to the round's limit
+    active_slots: int
+    started_in_window: int  # attempts started within the rate window
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How many claims are admitted, and which limit (if any) held the rest back."""
+
+    admitted: int
+    limited_by: LimitName | None
+
+
+# The pure admission decision the claim round runs inside its transaction.
+Admit = Callable[[Usage, Limits], Admission]

@@ -18,8 +18,8 @@ from service.ledger.records import (
     Tracked,
     UnknownAttempt,
 )
-from service.states import State, classify_outcome
-from service.tables import attempts, requests
+from service.ledger.states import State, classify_outcome
+from service.ledger.tables import attempts, requests
 
 # The attempt result of a claim whose process died before recording what its POST did.
 ORPHANED = "orphaned"

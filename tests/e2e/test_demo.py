@@ -10,7 +10,7 @@ import sys
 import aio_pika
 import pytest
 
-from service.demo import example, expand_legacy_batch, sample_calls
+from service.commands.samples import example, expand_legacy_batch, sample_calls
 from tests.support.sandbox import REPO_ROOT
 
 pytestmark = [pytest.mark.integration]
@@ -43,7 +43,16 @@ def test_the_samples_are_dialed_now() -> None:
 async def test_demo_runs_to_a_summary_and_deletes_its_broker_objects(amqp_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
     process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "service.cli", "demo", "--calls", "60", "--amqp-url", amqp_url],
+        *[
+            sys.executable,
+            "-m",
+            "service",
+            "demo",
+            "--calls",
+            "60",
+            "--amqp-url",
+            amqp_url,
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -27,7 +27,7 @@ def _require_node() -> None:
 
 def _dialer_schema(out: Path) -> None:
     script = Path(sys.executable).with_name("dialer")  # the installed console script
-    entry = [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+    entry = [str(script)] if script.is_file() else [sys.executable, "-m", "service"]
     command = [*entry, "schema", "--out", str(out)]
     done = subprocess.run(  # noqa: S603 - our own CLI, no shell
         command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120

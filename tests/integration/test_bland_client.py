@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.bland import BlandClient
+from service.bland.client import BlandClient
 from service.errors import (
     AccountError,
     PermanentError,

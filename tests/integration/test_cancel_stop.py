@@ -14,12 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas.envelope import DialerOptions
-from service.bland import BlandClient
-from service.dispatcher import stop_canceled
+from service.bland.client import BlandClient
 from service.ledger import CallToStop, CancelResult, Ledger, NewCall
+from service.ledger.migrate import upgrade
 from service.metrics import Metrics
-from service.migrate import upgrade
+from service.outcomes.stops import CallStops
 from service.settings import Settings
+from tests.support.ledger import claim as claim_round
 from tests.support.ledger import events, row
 from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxProcess, start_sandbox
@@ -35,11 +36,6 @@ def slow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPr
     started = start_sandbox(log_dir=tmp_path_factory.mktemp("sandbox"), clock_speed=1.0)
     yield started
     started.stop()
-
-
-def AN_HOUR_AHEAD() -> datetime:  # noqa: N802 - a constant-like clock
-    """The poller looks an hour ahead: every queued call's outcome is due."""
-    return datetime.now(UTC) + timedelta(hours=1)
 
 
 @pytest.fixture
@@ -99,7 +95,7 @@ async def test_a_cancel_during_the_post_stops_the_call_once_its_id_arrives(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=1000)
-    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(database_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-inflight")
         assert (await r.dispatcher.run_once())[0] == 1  # the POST is now in flight
         result = await cancel(r, "req-inflight")
@@ -115,7 +111,7 @@ async def test_a_cancel_while_unknown_stops_the_call_the_reconciler_finds(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(drop_share=1.0)
-    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(database_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-dropped")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
@@ -131,7 +127,7 @@ async def test_a_cancel_during_a_post_whose_answer_is_lost_still_stops_the_call(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=500, drop_share=1.0)
-    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(sqlite_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-both")
         await r.dispatcher.run_once()
         assert (await cancel(r, "req-both")).state == "dialing"
@@ -149,9 +145,10 @@ async def test_a_cancel_during_a_post_whose_answer_is_lost_still_stops_the_call(
 async def test_a_process_that_died_before_the_stop_is_relieved_by_the_sweep(
     database_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(database_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(database_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-died")
-        [claim] = await r.ledger.claim_due(
+        [claim] = await claim_round(
+            r.ledger,
             owner="died",
             now=now(),
             limit=1,
@@ -164,7 +161,7 @@ async def test_a_process_that_died_before_the_stop_is_relieved_by_the_sweep(
         )
         await cancel(r, "req-died")
         # The dying process recorded the call id and never sent the stop.
-        assert await r.ledger.record_queued(claim, call_id, now())
+        assert (await r.ledger.record_queued(claim, call_id, now())).recorded
         assert [c.call_id for c in await r.ledger.calls_to_stop(10)] == [call_id]
         assert not (await sandbox.aground_truth())[0]["completed"]
 
@@ -178,21 +175,21 @@ async def test_a_process_that_died_before_the_stop_is_relieved_by_the_sweep(
 async def test_a_failed_stop_is_retried_until_bland_accepts_it(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(sqlite_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-retry")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
         queued = await row(r.ledger, "req-retry")
         await cancel(r, "req-retry")  # the consumer's own stop was lost: nobody sent it
-        reachable = r.reconciler.bland
-        r.reconciler.bland = BlandClient(
+        reachable = r.stops.bland
+        r.stops.bland = BlandClient(
             Settings(bland_base_url="http://127.0.0.1:9"), Metrics(CollectorRegistry())
         )
         try:
             first = await r.reconciler.run_once()
         finally:
-            await r.reconciler.bland.aclose()
-            r.reconciler.bland = reachable
+            await r.stops.bland.aclose()
+            r.stops.bland = reachable
 
         assert first.get("stop_retry") == 1
         assert not sandbox.get_call(queued.call_id)["completed"]
@@ -204,12 +201,12 @@ async def test_a_failed_stop_is_retried_until_bland_accepts_it(
 async def test_stops_asked_of_bland_are_counted_by_result(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(sqlite_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-count")
         await r.dispatcher.run_once()
         await r.dispatcher.join()
         call_id = (await row(r.ledger, "req-count")).call_id
-        metrics = r.reconciler.metrics
+        metrics = r.metrics
         unreachable = BlandClient(
             Settings(bland_base_url="http://127.0.0.1:9"), Metrics(CollectorRegistry())
         )
@@ -220,9 +217,7 @@ async def test_stops_asked_of_bland_are_counted_by_result(
         ]
         try:
             results = [
-                await stop_canceled(
-                    r.ledger, bland, CallToStop("req-count", cid, now()), now(), metrics=metrics
-                )
+                await CallStops(r.ledger, bland, metrics).stop(CallToStop("req-count", cid, now()))
                 for bland, cid in asks
             ]
         finally:
@@ -240,7 +235,7 @@ async def test_a_cancel_during_a_throttled_post_cancels_without_a_call(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(latency_ms=500, rate_limit_429_share=1.0)
-    async with rig(sqlite_url, sandbox, poller_clock=AN_HOUR_AHEAD) as r:
+    async with rig(sqlite_url, sandbox, outcome_overdue_s=0.001) as r:
         await accept(r, "req-429")
         await r.dispatcher.run_once()
         assert (await cancel(r, "req-429")).state == "dialing"
@@ -265,7 +260,8 @@ async def test_a_cancel_during_a_deferred_dial_cancels_without_a_call(sqlite_url
             "req-window", None, None, PHONE, {"phone_number": PHONE}, DialerOptions(), None
         )
         await ledger.accept_calls([call], now())
-        [claim] = await ledger.claim_due(
+        [claim] = await claim_round(
+            ledger,
             owner="o",
             now=now(),
             limit=1,

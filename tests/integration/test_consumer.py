@@ -5,32 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from sqlalchemy import select
 
-from consumers.requests import RequestConsumer
 from schemas.envelope import content_request_id
-from service.ledger import Ledger
-from service.metrics import Metrics
-from service.relay import OutboxRelay
 from service.settings import Settings
-from service.tables import requests
 from tests.conftest import Broker
 from tests.support.bus import (
-    Tap,
     drain,
-    migrated_ledger,
     publish_json,
     publish_raw,
     publish_without_message_id,
     queue_depth,
 )
+from tests.support.ledger import claim as claim_round
+from tests.support.sandbox import SandboxFactory
+from tests.support.stack import Stack, build_stack
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -38,68 +31,20 @@ pytestmark = pytest.mark.integration
 VALID = {"phone_number": "+15555550142", "task": "Say hello."}
 
 
-@dataclass
-class Stack:
-    """Consumer + relay + a tap on the events exchange, on one prefix and one ledger."""
-
-    settings: Settings
-    ledger: Ledger
-    metrics: Metrics
-    consumer: RequestConsumer
-    tap: Tap
-    stopped: list[str]
-
-    async def rows(self) -> list[Any]:
-        """Every ledger row."""
-        async with self.ledger.engine.connect() as conn:
-            return list((await conn.execute(select(requests))).all())
-
-    async def wait_rows(self, n: int, timeout_s: float = 10.0) -> list[Any]:
-        """The ledger rows once there are at least n."""
-        for _ in range(int(timeout_s / 0.02)):
-            rows = await self.rows()
-            if len(rows) >= n:
-                return rows
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"fewer than {n} rows after {timeout_s}s")
-
-
-async def build_stack(settings: Settings) -> Stack:
-    """Start everything on these settings."""
-    ledger = await migrated_ledger(settings)
-    metrics = Metrics(CollectorRegistry())
-    stopped: list[str] = []
-
-    async def stop_call(call_id: str) -> None:
-        stopped.append(call_id)
-
-    consumer = RequestConsumer(settings, ledger, metrics, stop_call=stop_call)
-    await consumer.start()
-    tap = await Tap.open(settings, f"{settings.prefix}.events")
-    return Stack(settings, ledger, metrics, consumer, tap, stopped)
-
-
 @pytest.fixture
 async def stack(broker: Broker, sqlite_url: str) -> AsyncIterator[Stack]:
     """The consumer and relay on SQLite."""
-    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)
     built = await build_stack(settings)
-    relay = OutboxRelay(settings, built.ledger, built.metrics)
-    await relay.start()
     yield built
-    await built.consumer.stop(5.0)
-    await relay.stop(5.0)
-    await built.tap.close()
-    await built.ledger.close()
+    await built.close()
 
 
 async def test_a_valid_request_is_written_acked_and_announced(
     broker: Broker, database_url: str
 ) -> None:
-    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=database_url)  # type: ignore[arg-type]
+    settings = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=database_url)
     s = await build_stack(settings)
-    relay = OutboxRelay(settings, s.ledger, s.metrics)
-    await relay.start()
     try:
         body = {**VALID, "dialer": {"priority": 7}}
         await publish_json(settings, body, message_id="req-1", correlation_id="corr-1")
@@ -115,18 +60,26 @@ async def test_a_valid_request_is_written_acked_and_announced(
         consumed = s.metrics.requests_consumed.labels("call.create", "accepted")._value.get()
         assert consumed == 1
     finally:
-        await s.consumer.stop(5.0)
-        await relay.stop(5.0)
-        await s.tap.close()
-        await s.ledger.close()
+        await s.close()
 
 
-NOT_JSON = (b"{not json", {}, "invalid_json", "not valid JSON")
-NOT_UTF8 = (b'{"phone_number": "\xff\xfe"}', {}, "invalid_encoding", "UTF-8")
-ARRAY = (json.dumps([VALID]).encode(), {}, "invalid_json", "JSON object")
-TEXT = (json.dumps(VALID).encode(), {"content_type": "text/plain"}, "invalid_content_type", "")
-GZIP = (json.dumps(VALID).encode(), {"content_encoding": "gzip"}, "invalid_encoding", "gzip")
-HUGE = (b'{"task": "' + b"x" * (2 * 1024 * 1024) + b'"}', {}, "too_large", "limit")
+Undecodable = tuple[bytes, dict[str, str], str, str]  # body, properties, reason, error text
+NOT_JSON: Undecodable = (b"{not json", {}, "invalid_json", "not valid JSON")
+NOT_UTF8: Undecodable = (b'{"phone_number": "\xff\xfe"}', {}, "invalid_encoding", "UTF-8")
+ARRAY: Undecodable = (json.dumps([VALID]).encode(), {}, "invalid_json", "JSON object")
+TEXT: Undecodable = (
+    json.dumps(VALID).encode(),
+    {"content_type": "text/plain"},
+    "invalid_content_type",
+    "",
+)
+GZIP: Undecodable = (
+    json.dumps(VALID).encode(),
+    {"content_encoding": "gzip"},
+    "invalid_encoding",
+    "gzip",
+)
+HUGE: Undecodable = (b'{"task": "' + b"x" * (2 * 1024 * 1024) + b'"}', {}, "too_large", "limit")
 
 
 @pytest.mark.parametrize(
@@ -253,13 +206,16 @@ async def test_a_pending_request_is_canceled_and_an_unknown_one_refused(stack: S
     states = {r.request_id: r.state for r in await stack.rows()}
     # The unknown id is kept canceled: a create of it arriving later is never dialed.
     assert states == {"c-1": "canceled", "cx": "rejected", "nope": "canceled"}
-    assert stack.stopped == []
+    assert (
+        stack.metrics.registry.get_sample_value("dialer_call_stops_total", {"result": "sent"})
+        is None
+    )
 
 
 async def test_with_our_webhook_the_publishers_is_kept_aside(
     broker: Broker, sqlite_url: str
 ) -> None:
-    settings = Settings(  # type: ignore[arg-type]
+    settings = Settings(
         prefix=broker.prefix,
         amqp_url=broker.url,
         database_url=sqlite_url,
@@ -273,9 +229,7 @@ async def test_with_our_webhook_the_publishers_is_kept_aside(
         assert row.publisher_webhook == "https://publisher.example/hook"
         assert "webhook" not in json.loads(row.body)
     finally:
-        await s.consumer.stop(5.0)
-        await s.tap.close()
-        await s.ledger.close()
+        await s.close()
 
 
 @pytest.mark.slow
@@ -283,7 +237,7 @@ async def test_a_database_outage_pauses_without_burning_the_delivery_limit(
     broker: Broker, postgres_url: str
 ) -> None:
     proxy = await TcpProxy.for_url(postgres_url).start()
-    settings = Settings(  # type: ignore[arg-type]
+    settings = Settings(
         prefix=broker.prefix,
         amqp_url=broker.url,
         database_url=proxy.url(postgres_url),
@@ -312,9 +266,7 @@ async def test_a_database_outage_pauses_without_burning_the_delivery_limit(
         accepted = s.metrics.requests_consumed.labels("call.create", "accepted")._value.get()
         assert accepted == 3
     finally:
-        await s.consumer.stop(5.0)
-        await s.tap.close()
-        await s.ledger.close()
+        await s.close()
         await proxy.close()
 
 
@@ -345,7 +297,7 @@ async def test_the_consumer_resumes_after_the_broker_link_is_cut(
     broker: Broker, sqlite_url: str
 ) -> None:
     proxy = await TcpProxy.for_url(broker.url).start()
-    direct = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    direct = Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)
     url = proxy.url(broker.url) + "?reconnect_interval=0.5"
     settings = direct.model_copy(update={"amqp_url": SecretStr(url)})
     s = await build_stack(settings)
@@ -363,21 +315,35 @@ async def test_the_consumer_resumes_after_the_broker_link_is_cut(
         assert len(await s.wait_rows(3)) == 3
         assert await queue_depth(direct, f"{broker.prefix}.requests") == 0
     finally:
-        await s.consumer.stop(5.0)
-        await s.tap.close()
-        await s.ledger.close()
+        await s.close()
         await proxy.close()
 
 
-async def test_canceling_a_live_call_asks_bland_to_stop_it(stack: Stack) -> None:
-    await publish_json(stack.settings, VALID, message_id="live-1")
-    await stack.wait_rows(1)
-    now = datetime.now(UTC)
-    (claim,) = await stack.ledger.claim_due(
-        owner="test", now=now, limit=1, max_concurrent=5, max_per_second=5.0, slot_lease_s=60.0
+async def test_canceling_a_live_call_asks_bland_to_stop_it(
+    broker: Broker, sqlite_url: str, sandbox_factory: SandboxFactory
+) -> None:
+    sandbox = sandbox_factory(clock_speed=1.0)  # real time: the call rings for 30 s
+    sandbox.set_outcomes(human=0, voicemail=0, no_answer=1, busy=0, failed=0)
+    settings = Settings(
+        prefix=broker.prefix,
+        amqp_url=broker.url,
+        database_url=sqlite_url,
+        bland_base_url=sandbox.base_url,
+        bland_api_key=sandbox.api_key,
     )
-    assert await stack.ledger.record_queued(claim, "call-xyz", now)
-    await publish_json(stack.settings, {"call_id": "call-xyz"}, routing_key="call.cancel")
-    await wait_until(lambda: stack.stopped == ["call-xyz"])
-    outcome = stack.metrics.requests_consumed.labels("call.cancel", "cancel_queued")
-    assert outcome._value.get() == 1
+    s = await build_stack(settings)
+    try:
+        await publish_json(settings, VALID, message_id="live-1")
+        await s.wait_rows(1)
+        now = datetime.now(UTC)
+        (claim,) = await claim_round(s.ledger, now=now, limit=1)
+        call_id = await s.parts.bland.create_call(VALID)
+        assert (await s.ledger.record_queued(claim, call_id, now)).recorded
+        await publish_json(settings, {"call_id": call_id}, routing_key="call.cancel")
+        await wait_until(lambda: sandbox.get_call(call_id)["status"] == "canceled")
+        outcome = s.metrics.requests_consumed.labels("call.cancel", "cancel_queued")
+        assert outcome._value.get() == 1
+        stops = s.metrics.registry.get_sample_value("dialer_call_stops_total", {"result": "sent"})
+        assert stops == 1
+    finally:
+        await s.close()

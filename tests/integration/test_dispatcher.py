@@ -5,26 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from schemas.envelope import DialerOptions
 from schemas.events import parse_event
-from service.bland import BlandClient
-from service.dispatcher import Dispatcher, call_body
+from service.dialing.dispatcher import call_body
 from service.ledger import Claim, Ledger, NewCall
+from service.ledger.tables import outbox
 from service.metrics import Metrics
-from service.migrate import upgrade
-from service.settings import Settings
-from service.tables import outbox
 from tests.support.ledger import rows
+from tests.support.rig import Rig
+from tests.support.rig import rig as service_rig
 from tests.support.sandbox import SandboxProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -32,24 +29,9 @@ pytestmark = pytest.mark.integration
 WEBHOOK_URL = "http://127.0.0.1:9/webhooks/bland"
 
 
-@dataclass
-class Rig:
-    """A dispatcher wired to a fresh ledger and one sandbox."""
-
-    settings: Settings
-    ledger: Ledger
-    metrics: Metrics
-    bland: BlandClient
-    dispatcher: Dispatcher
-
-
-@asynccontextmanager
-async def rig(db_url: str, base_url: str, **overrides: Any) -> AsyncIterator[Rig]:
-    """Migrate, open, wire; close everything afterwards."""
+def rig(db_url: str, base_url: str, **overrides: Any) -> AbstractAsyncContextManager[Rig]:
+    """The service's parts on a fresh ledger, dialing `base_url`; closed afterwards."""
     values: dict[str, Any] = {
-        "database_url": db_url,
-        "bland_base_url": base_url,
-        "bland_api_key": "test-api-key",
         "max_concurrent_calls": 100,
         "max_calls_per_second": 200.0,
         "dispatch_idle_s": 0.02,
@@ -57,18 +39,7 @@ async def rig(db_url: str, base_url: str, **overrides: Any) -> AsyncIterator[Rig
         "retry_backoff_max_s": 0.2,
         **overrides,
     }
-    settings = Settings(**values)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    metrics = Metrics(CollectorRegistry())
-    bland = BlandClient(settings, metrics)
-    dispatcher = Dispatcher(settings, ledger, bland, metrics)
-    try:
-        yield Rig(settings, ledger, metrics, bland, dispatcher)
-    finally:
-        await dispatcher.stop(grace_s=1.0)
-        await bland.aclose()
-        await ledger.close()
+    return service_rig(db_url, base_url, **values)
 
 
 def phone(n: int) -> str:
@@ -346,22 +317,28 @@ async def test_same_number_429_waits_ten_seconds_without_spending_the_budget(
         assert len(await sandbox.aground_truth()) == 1
 
 
-async def test_claims_taken_with_the_accept_are_dialed_through_submit(
+async def test_a_running_dispatcher_dials_what_it_accepts_in_the_same_transaction(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox.base_url, dispatch_idle_s=3600.0) as r:
+        await r.dispatcher.start()
+        await r.dispatcher.join()  # its first round found nothing; it now idles for an hour
+
+        accepted = await r.dispatcher.accept([new_call(0), new_call(1)], datetime.now(UTC))
+
+        assert [a.duplicate for a in accepted] == [False, False]
+        assert r.dispatcher.in_flight == 2  # claimed by the accept, posted at once
+        await r.dispatcher.join()
+        assert await all_in(r.ledger, {"queued"}, 2)
+        assert len(await sandbox.aground_truth()) == 2
+
+
+async def test_a_stopped_dispatcher_only_writes_what_it_accepts(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     async with rig(sqlite_url, sandbox.base_url) as r:
-        _, claims = await r.ledger.accept_and_claim(
-            [new_call(0), new_call(1)],
-            datetime.now(UTC),
-            owner=r.dispatcher.owner,
-            limit=10,
-            max_concurrent=10,
-            max_per_second=10.0,
-            slot_lease_s=60.0,
-        )
+        await r.dispatcher.accept([new_call(0)], datetime.now(UTC))
 
-        r.dispatcher.submit(claims)
-        await r.dispatcher.join()
-
-        assert await all_in(r.ledger, {"queued"}, 2)
-        assert len(await sandbox.aground_truth()) == 2
+        assert r.dispatcher.in_flight == 0
+        assert await all_in(r.ledger, {"pending"}, 1)
+        assert await sandbox.aground_truth() == []

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.app import App, build
+from service.app import App
+from service.composition import assemble
 from service.settings import Settings
 from tests.conftest import Broker
 from tests.support.bus import Tap
@@ -59,7 +60,7 @@ async def make_app() -> AsyncIterator[Make]:
     apps: list[tuple[App, httpx.AsyncClient]] = []
 
     async def make(settings: Settings) -> tuple[App, httpx.AsyncClient]:
-        app = await build(settings, registry=CollectorRegistry())
+        app = App(await assemble(settings, registry=CollectorRegistry()))
         await app.start()
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=10)
         apps.append((app, client))
@@ -234,7 +235,7 @@ def test_serve_exits_2_naming_a_bad_variable(
         del base["DIALER_BLAND_API_KEY"]
 
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"],
+        [sys.executable, "-m", "service", "serve"],
         cwd=REPO_ROOT,
         env=base,
         capture_output=True,

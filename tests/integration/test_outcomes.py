@@ -1,4 +1,4 @@
-"""Outcomes end to end: the sandbox's signed webhooks into OutcomeService, polling, relaying."""
+"""Outcomes end to end: the sandbox's signed webhooks into the service's HTTP app, polling, forwarding."""
 
 from __future__ import annotations
 
@@ -7,32 +7,22 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
-from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from schemas.envelope import DialerOptions
-from service.bland import BlandClient
-from service.dispatcher import Dispatcher
 from service.ledger import Ledger, NewCall
+from service.ledger.tables import outbox
 from service.metrics import Metrics
-from service.migrate import upgrade
-from service.outcomes import OutcomePoller, OutcomeService
-from service.settings import Settings
-from service.tables import outbox
 from tests.support.ledger import rows
-from tests.support.sandbox import SandboxProcess, WebhookReceiver, free_port
+from tests.support.rig import Rig
+from tests.support.rig import rig as service_rig
+from tests.support.sandbox import SandboxProcess, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -46,77 +36,16 @@ def sandbox(module_sandbox: SandboxProcess) -> SandboxProcess:
     return module_sandbox
 
 
-@asynccontextmanager
-async def webhook_server(service: OutcomeService) -> AsyncIterator[str]:
-    """A minimal app (the real one is service/http.py) mounting the handler; yields its URL."""
-
-    async def receive(request: Request) -> Response:
-        result = await service.handle_bland_webhook(
-            await request.body(), request.headers.get("x-webhook-signature")
-        )
-        return Response(status_code=result.http_status)
-
-    app = Starlette(routes=[Route("/webhooks/bland", receive, methods=["POST"])])
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/webhooks/bland"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@dataclass
-class Rig:
-    """Dispatcher, webhook receiver and poller on one ledger and one sandbox."""
-
-    settings: Settings
-    ledger: Ledger
-    metrics: Metrics
-    dispatcher: Dispatcher
-    outcomes: OutcomeService
-    poller: OutcomePoller
-    sandbox: SandboxProcess
-
-
-@asynccontextmanager
-async def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AsyncIterator[Rig]:
-    """Everything wired, our webhook URL given to Bland; every loop stopped afterwards."""
+def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AbstractAsyncContextManager[Rig]:
+    """The service's parts with their HTTP app serving our webhook URL to the sandbox."""
     base: dict[str, Any] = {
-        "database_url": db_url,
-        "bland_base_url": sandbox.base_url,
-        "bland_api_key": sandbox.api_key,
-        "webhook_secret": sandbox.webhook_secret,
         "max_calls_per_second": 200.0,
         "dispatch_idle_s": 0.02,
         "outcome_overdue_s": 60.0,
         "poll_interval_s": 0.2,
         **overrides,
     }
-    settings = Settings(**base)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    metrics = Metrics(CollectorRegistry())
-    outcomes = OutcomeService(settings, ledger, metrics)
-    async with webhook_server(outcomes) as url:
-        settings = settings.model_copy(update={"webhook_url": url})
-        bland = BlandClient(settings, metrics)
-        dispatcher = Dispatcher(settings, ledger, bland, metrics)
-        poller = OutcomePoller(settings, ledger, bland, metrics)
-        try:
-            yield Rig(settings, ledger, metrics, dispatcher, outcomes, poller, sandbox)
-        finally:
-            await dispatcher.stop(grace_s=1.0)
-            await poller.stop(grace_s=1.0)
-            await bland.aclose()
-            await outcomes.aclose()
-    await ledger.close()
+    return service_rig(db_url, sandbox, serve_http=True, **base)
 
 
 def new_call(n: int, publisher_webhook: str | None = None) -> NewCall:
@@ -171,9 +100,9 @@ def signed(secret: str, payload: object) -> tuple[bytes, str]:
     return body, hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-async def assert_outcomes_match_the_sandbox(r: Rig) -> None:
+async def assert_outcomes_match_the_sandbox(r: Rig, sandbox: SandboxProcess) -> None:
     """Every row's recorded outcome is the one the sandbox reports for its call."""
-    truth = {call["call_id"]: call for call in await r.sandbox.aground_truth()}
+    truth = {call["call_id"]: call for call in await sandbox.aground_truth()}
     for row in (await rows(r.ledger)).values():
         call = truth[row.call_id]
         recorded = json.loads(row.outcome)
@@ -190,7 +119,7 @@ async def test_signed_webhooks_settle_every_call_within_the_concurrency_limit(
         await r.dispatcher.start()
         await wait_for(lambda: all_final(r.ledger, count))
 
-        await assert_outcomes_match_the_sandbox(r)
+        await assert_outcomes_match_the_sandbox(r, sandbox)
         assert sample(r.metrics, "dialer_webhooks_total", result="accepted") == count
         counts = await sandbox.acounts()
         assert counts["total"] == count
@@ -217,7 +146,7 @@ async def test_lost_webhooks_are_made_up_for_by_polling(
         sources = [json.loads(row.outcome)["source"] for row in (await rows(r.ledger)).values()]
         assert lost, "the seeded run lost no webhook: the test proves nothing"
         assert sources.count("poll") >= len(lost)
-        await assert_outcomes_match_the_sandbox(r)
+        await assert_outcomes_match_the_sandbox(r, sandbox)
 
 
 async def test_bad_signature_is_401_and_changes_nothing(
@@ -238,8 +167,8 @@ async def test_bad_signature_is_401_and_changes_nothing(
         }
         body, _ = signed(sandbox.webhook_secret, payload)
 
-        forged = await r.outcomes.handle_bland_webhook(body, signed("guess", payload)[1])
-        unsigned = await r.outcomes.handle_bland_webhook(body, None)
+        forged = await r.webhooks.handle(body, signed("guess", payload)[1])
+        unsigned = await r.webhooks.handle(body, None)
 
         assert (forged.result, forged.http_status) == ("bad_signature", 401)
         assert unsigned.http_status == 401
@@ -263,9 +192,9 @@ async def test_a_replayed_webhook_changes_nothing(sqlite_url: str, sandbox: Sand
         }
         body, signature = signed(sandbox.webhook_secret, payload)
 
-        first = await r.outcomes.handle_bland_webhook(body, signature)
+        first = await r.webhooks.handle(body, signature)
         after_first = await event_count(r.ledger)
-        again = await r.outcomes.handle_bland_webhook(body, signature)
+        again = await r.webhooks.handle(body, signature)
 
         assert (first.result, first.http_status, first.state) == ("accepted", 200, "completed")
         assert (again.result, again.http_status) == ("replay", 200)
@@ -287,9 +216,9 @@ async def test_live_events_unknown_calls_and_bad_json_are_answered_without_chang
         stranger = {"call_id": "c-unknown", "completed": True, "status": "completed"}
 
         results = [
-            await r.outcomes.handle_bland_webhook(*signed(secret, live)),
-            await r.outcomes.handle_bland_webhook(*signed(secret, stranger)),
-            await r.outcomes.handle_bland_webhook(
+            await r.webhooks.handle(*signed(secret, live)),
+            await r.webhooks.handle(*signed(secret, stranger)),
+            await r.webhooks.handle(
                 b"{not json", hmac.new(secret.encode(), b"{not json", hashlib.sha256).hexdigest()
             ),
         ]
@@ -328,7 +257,7 @@ async def test_the_outcome_is_relayed_byte_for_byte_to_the_publisher_webhook(
         await r.dispatcher.run_once()
         await r.dispatcher.join()
         await wait_for(lambda: all_final(r.ledger, 1))
-        await r.outcomes.aclose()  # waits for the relay in flight
+        await r.webhooks.aclose()  # waits for the relay in flight
 
         [received] = webhook_receiver.received
         [delivery] = [d for d in await sandbox.awebhooks() if d.get("delivered")]
@@ -350,8 +279,8 @@ async def test_a_failing_publisher_webhook_does_not_fail_ours(
         call_id = (await rows(r.ledger))["req-0"].call_id
         payload = {"call_id": call_id, "completed": True, "status": "completed"}
 
-        result = await r.outcomes.handle_bland_webhook(*signed(sandbox.webhook_secret, payload))
-        await r.outcomes.aclose()
+        result = await r.webhooks.handle(*signed(sandbox.webhook_secret, payload))
+        await r.webhooks.aclose()
 
         assert (result.result, result.http_status) == ("accepted", 200)
         assert len(webhook_receiver.received) == 1

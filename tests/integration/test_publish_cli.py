@@ -9,17 +9,15 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from prometheus_client import CollectorRegistry
 
-from consumers.requests import RequestConsumer
-from service.cli import main
-from service.deadletters import list_dead, replay
-from service.events import event_line, follow
-from service.metrics import Metrics
+from service.bus.topology import declare
+from service.commands.cli import main
+from service.commands.dead_letters import list_dead, replay
+from service.commands.events import event_line, follow
 from service.settings import Settings
-from service.topology import declare
 from tests.conftest import Broker
-from tests.support.bus import drain, migrated_ledger, publish_raw, queue_depth
+from tests.support.bus import drain, publish_raw, queue_depth
+from tests.support.stack import build_stack
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +29,7 @@ def settings(broker: Broker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -
     """Settings of this test, also exported for the CLI commands."""
     monkeypatch.setenv("DIALER_AMQP_URL", broker.url)
     monkeypatch.setenv("DIALER_PREFIX", broker.prefix)
-    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)
 
 
 async def test_publish_sends_one_message_per_call_with_stable_ids(
@@ -102,9 +100,7 @@ def test_an_event_line_survives_a_body_that_is_not_json() -> None:
 async def test_dead_letters_are_listed_in_place_and_replayed_to_requests(
     settings: Settings,
 ) -> None:
-    ledger = await migrated_ledger(settings)
-    consumer = RequestConsumer(settings, ledger, Metrics(CollectorRegistry()))
-    await consumer.start()
+    stack = await build_stack(settings, relay=False)
     try:
         await publish_raw(settings, b"{broken", routing_key="call.create", message_id="dl-1")
         await publish_raw(settings, b"[]", routing_key="call.create", message_id="dl-2")
@@ -113,8 +109,7 @@ async def test_dead_letters_are_listed_in_place_and_replayed_to_requests(
                 break
             await asyncio.sleep(0.02)
     finally:
-        await consumer.stop(5.0)
-        await ledger.close()
+        await stack.close()
     out = io.StringIO()
     assert await list_dead(settings, 10, out, as_json=True) == 2
     listed = [json.loads(line) for line in out.getvalue().splitlines()]

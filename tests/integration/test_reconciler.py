@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.bland import BlandClient
-from service.reconciler import candidates, carries, number_forms, parse_time
+from service.bland.client import BlandClient
+from service.outcomes.reconciler import candidates, carries, number_forms, parse_time
+from tests.support.ledger import claim as claim_round
 from tests.support.ledger import events, row
 from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxProcess
@@ -125,7 +126,8 @@ async def test_an_abandoned_dialing_row_is_swept_and_matched(
     async with rig(sqlite_url, sandbox) as r:
         now = datetime.now(UTC)
         await r.ledger.accept_calls([new_call("req-died", PHONE)], now)
-        [claim] = await r.ledger.claim_due(
+        [claim] = await claim_round(
+            r.ledger,
             owner="died",
             now=now,
             limit=1,
@@ -151,7 +153,8 @@ async def test_an_abandoned_dialing_row_is_swept_and_matched(
 async def orphan(r: Rig, request_id: str, now: datetime) -> None:
     """Accept and claim a request as a process that then dies before its POST leaves."""
     await r.ledger.accept_calls([new_call(request_id, PHONE)], now)
-    await r.ledger.claim_due(
+    await claim_round(
+        r.ledger,
         owner="died",
         now=now,
         limit=1,

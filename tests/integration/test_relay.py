@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from schemas.envelope import DialerOptions
+from service.bus.outbox_relay import OutboxRelay
 from service.ledger import Ledger, NewCall
+from service.ledger.tables import outbox
 from service.metrics import Metrics
-from service.relay import OutboxRelay
 from service.settings import Settings
-from service.tables import outbox
 from tests.conftest import Broker
 from tests.support.bus import Tap, migrated_ledger
 from tests.support.tcpproxy import TcpProxy
@@ -64,7 +64,7 @@ async def all_sent(ledger: Ledger) -> bool:
 @pytest.fixture
 def settings(broker: Broker, database_url: str) -> Settings:
     """Settings on this test's prefix and ledger (SQLite, and PostgreSQL with leased rows)."""
-    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=database_url)  # type: ignore[arg-type]
+    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=database_url)
 
 
 @pytest.fixture

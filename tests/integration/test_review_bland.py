@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.bland import BlandClient, max_request_s
+from service.bland.client import BlandClient, max_request_s
 from service.errors import UnknownOutcomeError
 from service.metrics import Metrics
 from service.settings import Settings
@@ -58,7 +58,7 @@ async def test_a_trickled_answer_is_an_unknown_outcome_within_the_bound() -> Non
     async with trickling_server(byte_every_s=0.2) as url:
         settings = Settings(
             bland_base_url=url,
-            bland_api_key="k",  # type: ignore[arg-type]
+            bland_api_key="k",
             bland_connect_timeout_s=0.2,
             bland_read_timeout_s=0.5,
         )

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
-from consumers.requests import RequestConsumer
 from service.ledger import Ledger
-from service.metrics import Metrics
-from service.relay import OutboxRelay
+from service.ledger.tables import requests
 from service.settings import Settings
-from service.tables import requests
 from tests.conftest import Broker
-from tests.support.bus import Tap, migrated_ledger, publish_json
+from tests.support.bus import Tap, publish_json
+from tests.support.stack import build_stack
 
 pytestmark = pytest.mark.integration
 
@@ -25,24 +22,15 @@ VALID = {"phone_number": "+15555550142", "task": "Say hello."}
 @pytest.fixture
 async def settings(broker: Broker, sqlite_url: str) -> Settings:
     """Settings on this test's prefix and ledger."""
-    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)  # type: ignore[arg-type]
+    return Settings(prefix=broker.prefix, amqp_url=broker.url, database_url=sqlite_url)
 
 
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[tuple[Ledger, Tap]]:
-    """Consumer and relay running; a tap on the events."""
-    ledger = await migrated_ledger(settings)
-    metrics = Metrics(CollectorRegistry())
-    consumer = RequestConsumer(settings, ledger, metrics)
-    relay = OutboxRelay(settings, ledger, metrics)
-    await consumer.start()
-    await relay.start()
-    tap = await Tap.open(settings, f"{settings.prefix}.events")
-    yield ledger, tap
-    await consumer.stop(5.0)
-    await relay.stop(5.0)
-    await tap.close()
-    await ledger.close()
+    """The service's consumer and relay running; a tap on the events."""
+    stack = await build_stack(settings)
+    yield stack.ledger, stack.tap
+    await stack.close()
 
 
 async def test_a_create_arriving_after_its_cancel_is_never_dialable(

@@ -10,8 +10,9 @@ import pytest
 
 from schemas.envelope import DialerOptions
 from service.ledger import Claim, Ledger, NewCall
-from service.migrate import upgrade
+from service.ledger.migrate import upgrade
 from service.settings import Settings
+from tests.support.ledger import claim as claim_round
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +59,14 @@ async def claim(ledger: Ledger, now: datetime) -> list[Claim]:
         "max_per_second": 100.0,
         "slot_lease_s": 4 * HOUR_S,
     }
-    return await ledger.claim_due(**args)
+    return await claim_round(ledger, **args)
 
 
 async def test_a_twelve_hour_call_keeps_its_slot_past_the_default_lease(ledger: Ledger) -> None:
     await ledger.accept_calls([long_call("long", 720), long_call("next", 720)], T0)
     (first,) = await claim(ledger, T0)
     assert first.request_id == "long"
-    assert await ledger.record_queued(first, "call-long", at(1))
+    assert (await ledger.record_queued(first, "call-long", at(1))).recorded
     # Five hours in, Bland may still be running the 12 h call: no second call may start.
     assert await claim(ledger, at(5 * HOUR_S)) == []
     assert (await ledger.counts(at(5 * HOUR_S))).active_slots == 1

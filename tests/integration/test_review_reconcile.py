@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from service.ledger import Claim
-from service.reconciler import LIST_LIMIT
+from service.outcomes.reconciler import LIST_LIMIT
+from tests.support.ledger import claim as claim_round
 from tests.support.ledger import row
 from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxFactory, SandboxProcess
@@ -23,7 +24,8 @@ PHONE = "+14157880002"
 async def claim_one(r: Rig, request_id: str, now: datetime) -> Claim:
     """Accept and claim one request, as the dispatcher does before its POST."""
     await r.ledger.accept_calls([new_call(request_id, PHONE)], now)
-    (claim,) = await r.ledger.claim_due(
+    (claim,) = await claim_round(
+        r.ledger,
         owner="slow",
         now=now,
         limit=1,

@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 
 from schemas.envelope import DialerOptions
 from service.ledger import Ledger, NewCall
+from service.ledger.migrate import upgrade
 from service.metrics import Metrics
-from service.migrate import upgrade
-from service.outcomes import OutcomeService
+from service.outcomes.webhooks import WebhookIntake
 from service.settings import Settings
+from tests.support.ledger import claim as claim_round
 from tests.support.ledger import events, row
 
 pytestmark = pytest.mark.integration
@@ -27,12 +28,12 @@ PHONE = "+14157880003"
 
 
 @pytest.fixture
-async def service(database_url: str) -> AsyncIterator[OutcomeService]:
+async def service(database_url: str) -> AsyncIterator[WebhookIntake]:
     """The webhook handler on a fresh ledger."""
     settings = Settings(database_url=database_url, webhook_secret=SECRET)
     await upgrade(settings)
     ledger = await Ledger.open(settings)
-    instance = OutcomeService(settings, ledger, Metrics(CollectorRegistry()))
+    instance = WebhookIntake(settings, ledger, Metrics(CollectorRegistry()))
     yield instance
     await instance.aclose()
     await ledger.close()
@@ -69,13 +70,13 @@ def finished(call_id: str, request_id: str) -> dict[str, Any]:
 
 
 async def test_a_webhook_naming_a_pending_request_is_not_its_outcome(
-    service: OutcomeService,
+    service: WebhookIntake,
 ) -> None:
     now = datetime.now(UTC)
     later = now + timedelta(hours=1)
     await service.ledger.accept_calls([new_call("req-pending", not_before=later)], now)
 
-    result = await service.handle_bland_webhook(*signed(finished("call-x", "req-pending")))
+    result = await service.handle(*signed(finished("call-x", "req-pending")))
 
     found = await row(service.ledger, "req-pending")
     assert result.result == "unknown_call"
@@ -84,16 +85,22 @@ async def test_a_webhook_naming_a_pending_request_is_not_its_outcome(
 
 
 async def test_a_webhook_for_another_call_of_a_queued_request_changes_nothing(
-    service: OutcomeService,
+    service: WebhookIntake,
 ) -> None:
     now = datetime.now(UTC)
     await service.ledger.accept_calls([new_call("req-queued")], now)
-    (claim,) = await service.ledger.claim_due(
-        owner="t", now=now, limit=1, max_concurrent=5, max_per_second=5.0, slot_lease_s=60.0
+    (claim,) = await claim_round(
+        service.ledger,
+        owner="t",
+        now=now,
+        limit=1,
+        max_concurrent=5,
+        max_per_second=5.0,
+        slot_lease_s=60.0,
     )
-    assert await service.ledger.record_queued(claim, "call-real", now)
+    assert (await service.ledger.record_queued(claim, "call-real", now)).recorded
 
-    result = await service.handle_bland_webhook(*signed(finished("call-other", "req-queued")))
+    result = await service.handle(*signed(finished("call-other", "req-queued")))
 
     found = await row(service.ledger, "req-queued")
     assert result.result == "unknown_call"

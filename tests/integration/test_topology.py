@@ -7,10 +7,10 @@ import asyncio
 import aio_pika
 import pytest
 
-from service.cli import main
+from service.bus.topology import declare
+from service.commands.cli import main
 from service.errors import ConfigError
 from service.settings import Settings
-from service.topology import declare
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.integration

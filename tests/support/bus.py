@@ -13,10 +13,10 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from service.bus.topology import declare
 from service.ledger import Ledger
-from service.migrate import upgrade
+from service.ledger.migrate import upgrade
 from service.settings import Settings
-from service.topology import declare
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from schemas.events import Event, parse_event
-from service.ledger import Ledger
-from service.tables import outbox, requests
+from service.dialing.admission import admit, limits_for
+from service.ledger import Claim, Ledger
+from service.ledger.tables import outbox, requests
 
 
 async def row(ledger: Ledger, request_id: str) -> Any:
@@ -33,3 +35,25 @@ async def events(ledger: Ledger, request_id: str) -> list[Event]:
             .order_by(outbox.c.id)
         )
         return [parse_event(r.event_type, r.body) for r in result]
+
+
+async def claim(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    owner: str = "test",
+    limit: int = 100,
+    max_concurrent: int = 100,
+    max_per_second: float = 100.0,
+    slot_lease_s: float = 3600.0,
+) -> list[Claim]:
+    """One claim round under these limits (generous unless the test sets them)."""
+    limits = limits_for(
+        owner=owner,
+        limit=limit,
+        max_concurrent=max_concurrent,
+        max_per_second=max_per_second,
+        slot_lease_s=slot_lease_s,
+    )
+    claims, _ = await ledger.claim_due(now, limits, admit)
+    return claims

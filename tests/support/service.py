@@ -172,7 +172,7 @@ def start_service(env: dict[str, str], log_dir: Path, *, wait: bool = True) -> S
     log_path = log_dir / f"service-{env['DIALER_HTTP_PORT']}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "service", "serve"],
             cwd=REPO_ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,

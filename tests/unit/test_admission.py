@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.admission import RateWindow, admit, rate_window
+from service.dialing.admission import RateWindow, admit, rate_window
+from service.ledger import Admission, Limits, Usage
 
 
 @pytest.mark.parametrize(
@@ -16,7 +17,9 @@ from service.admission import RateWindow, admit, rate_window
     [(1.0, 1, 1.0), (10.0, 10, 1.0), (2.5, 2, 1.0), (0.5, 1, 2.0), (0.1, 1, 10.0)],
 )
 def test_rate_window(rate: float, calls: int, window_s: float) -> None:
-    assert rate_window(rate) == RateWindow(calls=calls, window_s=pytest.approx(window_s))
+    window = rate_window(rate)
+    assert window.calls == calls
+    assert math.isclose(window.window_s, window_s)
 
 
 @pytest.mark.parametrize("rate", [0.0, -1.0, math.inf, math.nan])
@@ -25,29 +28,43 @@ def test_a_rate_must_be_positive_and_finite(rate: float) -> None:
         rate_window(rate)
 
 
+def decide(
+    *,
+    wanted: int,
+    active_slots: int,
+    max_concurrent: int,
+    started_in_window: int,
+    window: RateWindow,
+) -> Admission:
+    """admit() for these counts and limits."""
+    usage = Usage(due=wanted, active_slots=active_slots, started_in_window=started_in_window)
+    limits = Limits("t", 100, max_concurrent, window.calls, window.window_s, 60.0)
+    return admit(usage, limits)
+
+
 def test_everything_wanted_is_admitted_within_the_limits() -> None:
-    decision = admit(
+    decision = decide(
         wanted=3, active_slots=2, max_concurrent=10, started_in_window=0, window=RateWindow(5, 1.0)
     )
     assert (decision.admitted, decision.limited_by) == (3, None)
 
 
 def test_concurrency_limits() -> None:
-    decision = admit(
+    decision = decide(
         wanted=5, active_slots=8, max_concurrent=10, started_in_window=0, window=RateWindow(5, 1.0)
     )
     assert (decision.admitted, decision.limited_by) == (2, "concurrency")
 
 
 def test_rate_limits() -> None:
-    decision = admit(
+    decision = decide(
         wanted=5, active_slots=0, max_concurrent=10, started_in_window=4, window=RateWindow(5, 1.0)
     )
     assert (decision.admitted, decision.limited_by) == (1, "rate")
 
 
 def test_over_the_limits_admits_nothing() -> None:
-    decision = admit(
+    decision = decide(
         wanted=5, active_slots=12, max_concurrent=10, started_in_window=9, window=RateWindow(5, 1.0)
     )
     assert decision.admitted == 0
@@ -55,7 +72,7 @@ def test_over_the_limits_admits_nothing() -> None:
 
 
 def test_nothing_wanted() -> None:
-    decision = admit(
+    decision = decide(
         wanted=0, active_slots=0, max_concurrent=1, started_in_window=0, window=RateWindow(1, 1.0)
     )
     assert (decision.admitted, decision.limited_by) == (0, None)
@@ -71,7 +88,7 @@ def test_nothing_wanted() -> None:
 def test_never_beyond_either_limit(
     wanted: int, active: int, max_concurrent: int, started: int, calls: int
 ) -> None:
-    decision = admit(
+    decision = decide(
         wanted=wanted,
         active_slots=active,
         max_concurrent=max_concurrent,

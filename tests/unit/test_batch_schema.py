@@ -15,9 +15,11 @@ from schemas.batch import (
     LegacyBatchRequest,
     expand_batch,
     fill_placeholders,
+    validate_batch,
+    validate_batch_create,
 )
 from schemas.call import to_bland_body
-from schemas.validation import BlandValidationError, validate_batch, validate_batch_create
+from schemas.validation import BlandValidationError
 
 PHONE = "Invalid phone number. Please include a country code if outside the US."
 UUID7 = "01890a5d-ac96-774b-bcce-b302099a8057"
@@ -33,7 +35,7 @@ def example(name: str) -> Any:
     return json.loads(resources.files("schemas").joinpath("examples", name).read_text())
 
 
-def v2(*objects: dict[str, Any], **glob: Any) -> dict[str, Any]:
+def v2(*objects: Any, **glob: Any) -> dict[str, Any]:
     return {"global": {"task": "Confirm the delivery.", **glob}, "call_objects": list(objects)}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.bland import classify_create, classify_read, classify_transport, describe
+from service.bland.classify import classify_create, classify_read, classify_transport, describe
 from service.errors import (
     AccountError,
     PermanentError,

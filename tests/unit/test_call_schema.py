@@ -436,7 +436,7 @@ def test_dialer_option_errors_name_the_option(dialer: object, message: str) -> N
 
 
 # Property tests: any valid body survives to_bland_body -> validate unchanged.
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 _nanp = st.from_regex(r"\A\+1[2-9][0-9]{2}[2-9][0-9]{6}\Z")
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | _text,

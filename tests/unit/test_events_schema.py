@@ -70,4 +70,4 @@ def test_unknown_fields_and_unknown_types_are_refused() -> None:
 
 def test_rejection_reason_is_one_of_the_documented_ones() -> None:
     with pytest.raises(ValidationError, match="reason"):
-        CallRejected(request_id="r", reason="bored", errors=[])  # type: ignore[arg-type]
+        CallRejected(request_id="r", reason="bored", errors=[])

@@ -14,7 +14,7 @@ import yaml
 from schemas.call import CallRequest
 from schemas.events import EVENT_TYPES
 from schemas.export import REQUESTS, asyncapi, contract_markdown, write_all
-from service.cli import main
+from service.commands.cli import main
 
 
 def example(name: str) -> Any:

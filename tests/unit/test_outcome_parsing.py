@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from service.outcomes import is_final, is_post_call, parse_outcome, request_id_of, verify_signature
+from service.outcomes.payloads import is_final, is_post_call, parse_outcome, request_id_of
+from service.outcomes.webhooks import verify_signature
 
 SECRET = "whsec-test"
 CALL_ID = "9d404c1b-6a23-4426-953a-a52c392ff8f1"

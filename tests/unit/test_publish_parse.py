@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas.envelope import content_request_id
-from service.publish import (
+from service.commands.publish import (
     InputError,
     csv_cell,
     detect_format,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.readme import README, render
+from service.commands.readme import README, render
 
 
 def test_the_readme_sections_match_the_code() -> None:

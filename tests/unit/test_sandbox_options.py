@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from sandbox import cli
-from service.errors import ConfigError
+from sandbox.config import OptionError
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -61,5 +61,5 @@ def test_every_kind_of_option_reaches_the_config() -> None:
     ],
 )
 def test_bad_values_name_the_option(argv: list[str], named: str) -> None:
-    with pytest.raises(ConfigError, match=named):
+    with pytest.raises(OptionError, match=named):
         cli.config_from_args(parse(*argv))

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from schemas.events import EVENT_TYPES
-from service.states import (
+from service.ledger.states import (
     HOLDS_SLOT,
     STATE_EVENT,
     TERMINAL,

@@ -1,0 +1,74 @@
+"""`dialer`: one entry point; each subcommand lives in the module that owns its work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from service.errors import ConfigError
+
+# name -> (module, help). Each module exposes add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": (
+        "service.commands.serve",
+        "run the service: consumers, dispatcher, outcomes, relay, HTTP",
+    ),
+    "sandbox": ("sandbox.cli", "run the Bland API simulator"),
+    "demo": ("service.commands.demo", "run the sandbox and the service together on sample calls"),
+    "publish": ("service.commands.publish", "publish call requests from a JSON, JSONL or CSV file"),
+    "events": ("service.commands.events", "print the event stream"),
+    "dead-letters": ("service.commands.dead_letters", "list or replay dead-lettered messages"),
+    "schema": ("service.commands.schema", "write JSON Schemas and the AsyncAPI document"),
+    "topology": ("service.commands.topology", "declare exchanges and queues"),
+    "migrate": ("service.commands.migrate", "bring the ledger schema up to date"),
+}
+
+
+class _Command(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(module: str) -> _Command | None:
+    try:
+        return cast(_Command, importlib.import_module(module))
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
+    """The argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(prog="dialer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    loaded: dict[str, _Command] = {}
+    for name, (module, help_text) in COMMANDS.items():
+        command = _load(module)
+        if command is None:
+            continue
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_arguments(sub_parser)
+        loaded[name] = command
+    return parser, loaded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand."""
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return commands[args.command].run(args)
+    except ConfigError as exc:
+        print(f"dialer: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

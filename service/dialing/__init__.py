@@ -1,0 +1,1 @@
+"""Dialing: the dispatcher, its admission by the limits, its decisions on failures."""

@@ -1,0 +1,314 @@
+"""`Dispatcher`: claim due requests in the ledger, POST them to Bland, record what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from service.backoff import Backoff, Uniform, ceiling_s
+from service.bland.client import BlandClient
+from service.bland.metadata import with_request_id
+from service.clock import Clock, utcnow
+from service.dialing.admission import admit, settings_limits
+from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
+from service.errors import StoreUnavailableError
+from service.ledger import Accepted, CallToStop, Claim, Ledger, NewCall
+from service.logs import mask_phone
+from service.metrics import Metrics
+from service.periodic import sleep_until
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Stops the call of a request canceled while its POST was in flight (the outcomes stage's).
+StopCanceled = Callable[[CallToStop], Awaitable[object]]
+ROUND_RETRY_MAX_S = 5.0
+
+
+def default_owner() -> str:
+    """A claim owner unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def call_body(claim: Claim, webhook_url: str | None) -> dict[str, Any]:
+    """The body to POST: the request's, with our request id in `metadata` and our webhook.
+
+    Without our webhook URL the publisher's own goes to Bland unchanged.
+    """
+    body = with_request_id(claim.body, claim.request_id)
+    if webhook_url is not None:
+        body["webhook"] = webhook_url
+    elif claim.publisher_webhook is not None and "webhook" not in body:
+        body["webhook"] = claim.publisher_webhook
+    return body
+
+
+class Dispatcher:
+    """The dial loop: claim (attempt committed first) → POST → record; never dials twice."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        bland: BlandClient,
+        metrics: Metrics,
+        *,
+        clock: Clock = utcnow,
+        owner: str | None = None,
+        draw: Uniform = random.random,
+        stop_canceled: StopCanceled | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.bland = bland
+        self.metrics = metrics
+        self.clock = clock
+        self.owner = owner or default_owner()
+        self.draw = draw
+        self.stop_canceled = stop_canceled
+        self.problem: str | None = None  # set while Bland refuses our account
+        self.failures = 0  # consecutive rounds the ledger failed
+        self._policy = RetryPolicy(settings.retry_backoff_base_s, settings.retry_backoff_max_s)
+        # Consecutive dials that failed for a reason not about the request: hold every claim.
+        self._setbacks = Backoff(self._policy.base_s, self._policy.cap_s, jitter=True, draw=draw)
+        self._hold_until = 0.0  # monotonic time before which nothing is claimed
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[DialResult]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """False while Bland refuses our account or the ledger cannot be read."""
+        return self.problem is None and self.failures == 0
+
+    @property
+    def in_flight(self) -> int:
+        """POSTs to Bland not answered yet."""
+        return len(self._inflight)
+
+    def wake(self) -> None:
+        """Look for due requests now (the consumer accepted some)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the dial loop."""
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming; let POSTs in flight finish within grace_s.
+
+        A POST still unanswered at the deadline is abandoned: its row stays `dialing` and the
+        reconciler's sweep turns it into `unknown` later; it is never dialed again blindly.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(self._inflight, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("dispatcher_stopped_with_calls_in_flight", abandoned=len(pending))
+            await asyncio.wait(pending)
+
+    async def join(self) -> None:
+        """Wait until every POST in flight is answered and recorded."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+
+    async def accept(self, calls: Sequence[NewCall], now: datetime) -> list[Accepted]:
+        """Write new requests and claim what is due in the same transaction, then POST at once.
+
+        One durable commit before the POST (DESIGN section 1). While the dial loop is not
+        running, is stopping or holds (Bland throttles or refuses the account), they are
+        only written.
+        """
+        room = self._room_now()
+        running = self._task is not None and not self._task.done()
+        held = self._stopping.is_set() or time.monotonic() < self._hold_until
+        if room <= 0 or not running or held:
+            accepted = await self.ledger.accept_calls(calls, now)
+            self.wake()
+            return accepted
+        limits = settings_limits(self.settings, owner=self.owner, limit=room)
+        accepted, claims, admission = await self.ledger.accept_and_claim(calls, now, limits, admit)
+        self._count_wait(admission.limited_by)
+        self.submit(claims)
+        return accepted
+
+    async def _loop(self) -> None:
+        retry = Backoff(0.2, ROUND_RETRY_MAX_S)
+        while not self._stopping.is_set():
+            try:
+                claimed, full = await self.run_once()
+            except Exception as exc:  # fail closed: nobody is dialed while the ledger is down
+                self.failures += 1
+                log.warning("dispatch_round_failed", error=str(exc), failures=self.failures)
+                await self._idle(retry.next_s())
+                continue
+            retry.reset()
+            self.failures = 0
+            if not full:
+                await self._idle(self.settings.dispatch_idle_s)
+            elif claimed == 0:
+                await self._await_room()
+
+    async def _idle(self, seconds: float) -> None:
+        hold_s = self._hold_until - time.monotonic()
+        await sleep_until(self._wake, max(seconds, hold_s))
+        self._wake.clear()
+
+    async def _await_room(self) -> None:
+        """Every connection is busy: wait for one POST to finish (or stop)."""
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({*self._inflight, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
+    def _room_now(self) -> int:
+        room = self.settings.bland_pool_size - len(self._inflight)
+        return min(self.settings.dispatch_batch_size, room)
+
+    async def run_once(self) -> tuple[int, bool]:
+        """Claim one round and start its POSTs; (claimed, whether more may be due right now)."""
+        if time.monotonic() < self._hold_until:
+            return 0, False
+        limit = self._room_now()
+        if limit <= 0:
+            return 0, True
+        limits = settings_limits(self.settings, owner=self.owner, limit=limit)
+        claims, admission = await self.ledger.claim_due(self.clock(), limits, admit)
+        self._count_wait(admission.limited_by)
+        self.submit(claims)
+        return len(claims), len(claims) == limit and admission.limited_by is None
+
+    def _count_wait(self, limited_by: str | None) -> None:
+        if limited_by is not None:
+            self.metrics.limit_waits.labels(limited_by).inc()
+
+    def submit(self, claims: Sequence[Claim]) -> None:
+        """Start the POSTs of claims."""
+        for claim in claims:
+            task = asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def dial(self, claim: Claim) -> DialResult:
+        """POST one claimed request and record the result; returns the `calls_dialed` label."""
+        outcome: str | Exception
+        try:
+            outcome = await self.bland.create_call(call_body(claim, self.settings.webhook_url))
+        except Exception as exc:  # every failure is classified and recorded below
+            outcome = exc
+        result: DialResult
+        try:
+            result = await self._record(claim, outcome)
+        except Exception:  # the row stays dialing; the sweep makes it unknown (an orphan)
+            log.exception("dial_result_not_recorded", request_id=claim.request_id)
+            result = "unrecorded"
+        self.metrics.calls_dialed.labels(result).inc()
+        log.info(
+            "call_dialed",
+            result=result,
+            request_id=claim.request_id,
+            attempt=claim.attempt_no,
+            phone=mask_phone(claim.phone_number),
+        )
+        return result
+
+    async def _record(self, claim: Claim, outcome: str | Exception) -> DialResult:
+        """Record what the POST did, trying again for a while when the ledger is down.
+
+        A result left unrecorded keeps the row `dialing`: the sweep then takes it for an
+        orphan, and an orphan that Bland's list does not show after the grace is dialed again.
+        """
+        retry = Backoff(0.2, ROUND_RETRY_MAX_S)
+        deadline = time.monotonic() + self.settings.reconcile_grace_s / 2
+        while True:
+            try:
+                if isinstance(outcome, str):
+                    return await self._record_queued(claim, outcome)
+                return await self._record_failure(claim, outcome)
+            except StoreUnavailableError as exc:
+                delay_s = retry.next_s()
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning("dial_result_record_retry", request_id=claim.request_id, error=str(exc))
+                await asyncio.sleep(delay_s)
+
+    async def _record_queued(self, claim: Claim, call_id: str) -> DialResult:
+        self._setbacks.reset()
+        self.problem = None
+        queued = await self.ledger.record_queued(claim, call_id, self.clock())
+        if not queued.recorded:
+            # The row moved on without us (e.g. a webhook settled it first); nothing to redo.
+            log.warning("queued_claim_stale", request_id=claim.request_id, call_id=call_id)
+        if queued.stop is not None and self.stop_canceled is not None:
+            # Canceled while the POST was in flight. The cancel is durable: should this stop
+            # fail, the outcomes stage's sweep stops the call (calls_to_stop).
+            try:
+                await self.stop_canceled(queued.stop)
+            except Exception as exc:  # the call was recorded; the sweep retries the stop
+                log.warning(
+                    "stop_after_cancel_deferred", request_id=claim.request_id, error=str(exc)
+                )
+        return "queued"
+
+    async def _record_failure(self, claim: Claim, exc: Exception) -> DialResult:
+        decision = decide(exc, claim.attempt_no, self._policy, self.draw)
+        if not decision.expected:
+            log.error(
+                "dial_failed_unexpectedly", request_id=claim.request_id, error=error_text(exc)
+            )
+        hold_s = self._hold(decision)
+        if decision.action == "pause":
+            self.problem = f"Bland refused our account (HTTP {decision.http_status}): {exc}"
+            log.error("bland_account_refused", problem=self.problem, paused_s=round(hold_s, 1))
+        if decision.result == "throttled":
+            self.metrics.limit_waits.labels("bland_429").inc()
+        await self._write(claim, decision, exc, hold_s)
+        return decision.result
+
+    async def _write(self, claim: Claim, decision: Decision, exc: Exception, hold_s: float) -> None:
+        """The one ledger write a decision calls for."""
+        now = self.clock()
+        if decision.action == "fail":
+            await self.ledger.record_dial_failed(
+                claim, http_status=decision.http_status, message=str(exc),
+                errors=decision.errors, now=now,
+            )  # fmt: skip
+        elif decision.action == "unknown":
+            await self.ledger.record_unknown(claim, error=error_text(exc), now=now)
+        else:
+            delay_s = hold_s if decision.action == "pause" else decision.delay_s
+            await self.ledger.record_retry(
+                claim,
+                not_before=now + timedelta(seconds=delay_s),
+                throttled=decision.throttled,
+                error=str(exc),
+                now=now,
+                max_transient_retries=self.settings.max_transient_retries,
+            )
+
+    def _hold(self, decision: Decision) -> float:
+        """Hold every claim after a failure not about the request; the hold in seconds."""
+        if decision.setback == "none":
+            return 0.0
+        hold_s = self._setbacks.next_s()
+        if decision.setback == "ceiling":  # the account is refused: no jitter, the full hold
+            hold_s = ceiling_s(self._setbacks.failures, self._policy.base_s, self._policy.cap_s)
+        self._hold_until = max(self._hold_until, time.monotonic() + hold_s)
+        return hold_s

@@ -1,0 +1,1 @@
+"""Outcomes: webhook intake, polling of overdue calls, reconciliation of unknown attempts, stops."""
