@@ -4,6 +4,7 @@
 # PYTHON_IMAGE may be any Debian-based image with python3 (3.11+) and its venv module;
 # .ci/image builds with a bookworm base made by debootstrap (no registry for images here).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7:FROM is the PYTHON_IMAGE argument, whose default has a version tag
 
 FROM ${PYTHON_IMAGE} AS build
 # PIP_INDEX_URL / PIP_FIND_LINKS / PIP_NO_INDEX may be passed as build args to install from a
