@@ -25,13 +25,14 @@ COPY pyproject.toml requirements.txt ./
 RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > dependencies.txt \
  && /opt/dialer/bin/pip install -c requirements.txt -r dependencies.txt
 
-# Then the project itself.
+# Then the project itself (its dependencies are all there: pip only checks them).
 COPY README.md ./
 COPY schemas/ schemas/
 COPY consumers/ consumers/
 COPY service/ service/
 COPY sandbox/ sandbox/
-RUN /opt/dialer/bin/pip install --no-deps -c requirements.txt . \
+RUN /opt/dialer/bin/pip install -c requirements.txt . \
+ && /opt/dialer/bin/pip check \
  && /opt/dialer/bin/dialer --help > /dev/null
 
 FROM ${PYTHON_IMAGE}
