@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.decode import Cancel, Create, Delivery, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
+from service.bus import guard
 from service.bus.connection import BROKER_ERRORS
 from service.bus.dead_letters import dead_letter_message
 from service.clock import Clock
@@ -52,17 +53,28 @@ class Item:
 
 
 def delivery_of(message: AbstractIncomingMessage) -> Delivery:
-    """The broker-independent view of a delivery."""
+    """The broker-independent view of a delivery; text the guard excused comes escaped."""
     return Delivery(
         body=message.body,
-        routing_key=message.routing_key or "",
-        type=message.type,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
+        routing_key=_text(message.routing_key) or "",
+        type=_text(message.type),
+        message_id=_text(message.message_id),
+        correlation_id=_text(message.correlation_id),
+        reply_to=_text(message.reply_to),
+        content_type=_text(message.content_type),
+        content_encoding=_text(message.content_encoding),
+        property_problems=tuple(guard.problems(message)),
     )
+
+
+def _text(value: str | None) -> str | None:
+    return guard.printable(value) if value else value
+
+
+def delivery_count(message: AbstractIncomingMessage) -> int:
+    """Earlier deliveries of this message (quorum queues count them; missing means none)."""
+    count = (message.headers or {}).get("x-delivery-count")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def _kind_label(kind: str) -> str:
@@ -79,6 +91,7 @@ class Actions:
         clock: Clock,
         dead_exchange: AbstractExchange,
         *,
+        delivery_limit: int,
         accept: Accept | None = None,
         stop_canceled: StopCanceled | None = None,
     ) -> None:
@@ -86,6 +99,7 @@ class Actions:
         self.metrics = metrics
         self.clock = clock
         self.dead_exchange = dead_exchange
+        self.delivery_limit = delivery_limit
         self.accept = accept or ledger.accept_calls
         self.stop_canceled = stop_canceled
         self.stop_tasks: set[asyncio.Task[None]] = set()
@@ -217,10 +231,22 @@ class Actions:
             log.warning("stop_call_failed", request_id=call.request_id, error=str(exc))
 
     async def _poison(self, item: Item) -> None:
-        """A bug or an unexpected failure: requeue; the delivery limit dead-letters a poison one."""
+        """A bug or an unexpected failure: requeue (it may pass next time); on its last
+        delivery, dead-letter it ourselves with the reason rather than let the broker drop
+        it there without one."""
         log.exception("request_failed", request_id=item.plan.request_id, kind=item.plan.kind)
         self.metrics.requests_consumed.labels(_kind_label(item.plan.kind), "error").inc()
-        await self.requeue(item)
+        if delivery_count(item.message) + 1 < self.delivery_limit:
+            await self.requeue(item)
+            return
+        error = "it failed on every delivery; see the service's log for this request id"
+        try:
+            await self._dead_letter(item, "unprocessable", error)
+        except BROKER_ERRORS as exc:
+            log.warning("dead_letter_failed", request_id=item.plan.request_id, error=str(exc))
+            await self.requeue(item)
+            return
+        await self._done(item, "dead_lettered", reason="unprocessable")
 
     async def _done(self, item: Item, outcome: str, **fields: Any) -> None:
         """Ack after the commit; the canonical log line and the metric."""

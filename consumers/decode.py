@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas.call import to_bland_body
 from schemas.envelope import REQUEST_KINDS, CancelRequest, content_request_id, is_valid_request_id
 from schemas.validation import BlandValidationError, bland_messages, validate_call_create
+from schemas.wire import MAX_DEPTH, depth, has_lone_surrogate
 from service.ledger import NewCall
 
 JSON_MEDIA_TYPE = "application/json"
@@ -29,6 +30,7 @@ class Delivery:
     reply_to: str | None = None
     content_type: str | None = None
     content_encoding: str | None = None
+    property_problems: tuple[str, ...] = ()  # AMQP properties that had to be excused
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,12 @@ def request_id(kind: str, message_id: str | None, body: bytes) -> tuple[str, str
 
 
 def decode(delivery: Delivery, max_body_bytes: int) -> Decoded | Undecodable:
-    """Check size, content type, encoding and JSON, in that order (size before any parsing)."""
+    """Check properties, size, content type, encoding and JSON (size before any parsing)."""
     kind = request_kind(delivery.routing_key, delivery.type)
     rid, id_error = request_id(kind, delivery.message_id, delivery.body)
+    if delivery.property_problems:
+        errors = "; ".join(delivery.property_problems)
+        return Undecodable(kind, rid, "unreadable_properties", f"AMQP properties: {errors}.")
     problem = _envelope_problem(delivery, max_body_bytes)
     if problem is not None:
         return Undecodable(kind, rid, *problem)
@@ -109,9 +114,21 @@ def _parse_body(raw: bytes) -> dict[str, Any] | tuple[str, str]:
         body = json.loads(text)
     except ValueError as exc:
         return "invalid_json", f"Body is not valid JSON: {exc}."
+    except RecursionError:
+        return "invalid_json", "Body is nested too deeply to be read."
+    problem = _shape_problem(body, text)
+    return body if problem is None else problem
+
+
+def _shape_problem(body: Any, text: str) -> tuple[str, str] | None:
+    """Why a parsed body cannot be a request: not an object, too deep, not text."""
     if not isinstance(body, dict):
         return "invalid_json", f"Body must be a JSON object, not {_json_type(body)}."
-    return body
+    if depth(body) > MAX_DEPTH:
+        return "invalid_json", f"Body is nested deeper than {MAX_DEPTH} levels."
+    if has_lone_surrogate(text, body):
+        return "invalid_encoding", "Body holds a lone surrogate escape (e.g. \\ud800): not text."
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -170,7 +187,8 @@ class Plan:
 def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan:
     """Decide what a delivery asks for; never raises for bad input."""
     decoded = decode(delivery, max_body_bytes)
-    ids = (delivery.correlation_id, delivery.reply_to)
+    # A reply_to that was not readable as sent names no queue we could answer to.
+    ids = (delivery.correlation_id, None if delivery.property_problems else delivery.reply_to)
     if isinstance(decoded, Undecodable):
         action = Reject(decoded.reason, [decoded.error], dead_letter=True)
         return Plan(decoded.kind, decoded.request_id, *ids, action)
@@ -183,6 +201,19 @@ def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan
         return Plan(kind, rid, *ids, _cancel_action(decoded.body))
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
     return Plan(kind, rid, *ids, Reject("unsupported_kind", [error], dead_letter=False))
+
+
+def unprocessable(delivery: Delivery, exc: BaseException) -> Plan:
+    """A delivery our own code failed to plan: rejected and kept in the dead letters."""
+    kind = request_kind(delivery.routing_key, delivery.type)
+    error = f"The service could not process this request ({type(exc).__name__})."
+    return Plan(
+        kind,
+        content_request_id(kind, delivery.body),
+        delivery.correlation_id,
+        delivery.reply_to,
+        Reject("unprocessable", [error], dead_letter=True),
+    )
 
 
 def _plan_create(decoded: Decoded, delivery: Delivery, replace_webhook: bool) -> Plan:

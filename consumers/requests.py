@@ -24,7 +24,7 @@ from consumers.actions import (
     StopCanceled,
     delivery_of,
 )
-from consumers.decode import plan
+from consumers.decode import plan, unprocessable
 from service.backoff import Backoff
 from service.bus.connection import BROKER_ERRORS, Names, connect
 from service.bus.topology import declare
@@ -107,6 +107,7 @@ class RequestConsumer:
             self.metrics,
             self.clock,
             await dead_channel.get_exchange(self.names.dead, ensure=False),
+            delivery_limit=self.settings.delivery_limit,
             accept=self._accept,
             stop_canceled=self._stop_canceled,
         )
@@ -156,6 +157,16 @@ class RequestConsumer:
             except BROKER_ERRORS as exc:
                 log.warning("consumer_cancel_failed", error=str(exc))
 
+    async def ping(self) -> None:
+        """A round trip to the broker on the consuming channel (never time it out: a
+        cancelled RPC makes aiormq close the channel)."""
+        if self._queue is None:
+            raise RuntimeError("not consuming")
+        # The underlying channel: aio-pika answers a passive declare of a queue it knows from
+        # its cache, without asking the broker.
+        channel = await self._queue.channel.get_underlay_channel()
+        await channel.queue_declare(self.names.requests, passive=True)
+
     def _actions(self) -> Actions:
         if self.actions is None:
             raise RuntimeError("RequestConsumer.start() was not called")
@@ -203,17 +214,16 @@ class RequestConsumer:
         return batch, False
 
     async def _add(self, batch: list[Item], message: AbstractIncomingMessage) -> None:
+        delivery = delivery_of(message)
         try:
             decided = plan(
-                delivery_of(message),
+                delivery,
                 self.settings.max_body_bytes,
                 replace_webhook=self.settings.webhook_url is not None,
             )
-        except Exception:  # a validation bug: poison path (requeue; the delivery limit ends it)
-            log.exception("request_plan_failed", message_id=message.message_id)
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.nack(requeue=True)
-            return
+        except Exception as exc:  # a bug of ours on this input: keep it, reason attached
+            log.exception("request_plan_failed", message_id=delivery.message_id)
+            decided = unprocessable(delivery, exc)
         batch.append(Item(message, decided))
 
     async def _handle(self, batch: list[Item]) -> None:

@@ -67,6 +67,8 @@ class CallRejected(Event):
         "invalid_request",
         "unsupported_kind",
         "conflict",
+        "unreadable_properties",
+        "unprocessable",
     ]
     errors: list[str] = Field(description="Bland-style messages, each naming the field.")
 

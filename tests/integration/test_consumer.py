@@ -29,6 +29,7 @@ from tests.support.tcpproxy import TcpProxy
 pytestmark = pytest.mark.integration
 
 VALID = {"phone_number": "+15555550142", "task": "Say hello."}
+STOPS_SENT, SENT = "dialer_call_stops_total", {"result": "sent"}
 
 
 @pytest.fixture
@@ -82,10 +83,29 @@ GZIP: Undecodable = (
 HUGE: Undecodable = (b'{"task": "' + b"x" * (2 * 1024 * 1024) + b'"}', {}, "too_large", "limit")
 
 
+# Under the size cap, but 1,000 levels deep: json.loads raised RecursionError (finding 3).
+NESTED: Undecodable = (
+    b'{"phone_number": "+15555550142", "task": "hi", "metadata": '
+    + b'{"a": ' * 1000
+    + b"1"
+    + b"}" * 1001,
+    {},
+    "invalid_json",
+    "nested",
+)
+# Valid JSON holding a lone surrogate: it passed validation and failed in the ledger write.
+SURROGATE: Undecodable = (
+    b'{"phone_number": "+15555550142", "task": "hi \\ud800"}',
+    {},
+    "invalid_encoding",
+    "surrogate",
+)
+
+
 @pytest.mark.parametrize(
     ("body", "props", "reason", "error"),
-    [NOT_JSON, NOT_UTF8, ARRAY, TEXT, GZIP, HUGE],
-    ids=["not-json", "not-utf8", "array", "text-plain", "gzip", "2MiB"],
+    [NOT_JSON, NOT_UTF8, ARRAY, TEXT, GZIP, HUGE, NESTED, SURROGATE],
+    ids=["not-json", "not-utf8", "array", "text-plain", "gzip", "2MiB", "nested", "surrogate"],
 )
 async def test_undecodable_requests_are_dead_lettered_and_rejected(
     stack: Stack, body: bytes, props: dict[str, Any], reason: str, error: str
@@ -341,9 +361,9 @@ async def test_canceling_a_live_call_asks_bland_to_stop_it(
         assert (await s.ledger.record_queued(claim, call_id, now)).recorded
         await publish_json(settings, {"call_id": call_id}, routing_key="call.cancel")
         await wait_until(lambda: sandbox.get_call(call_id)["status"] == "canceled")
+        # Bland's answer to the stop is counted once it is read: wait for it too.
+        await wait_until(lambda: s.metrics.registry.get_sample_value(STOPS_SENT, SENT) == 1)
         outcome = s.metrics.requests_consumed.labels("call.cancel", "cancel_queued")
         assert outcome._value.get() == 1
-        stops = s.metrics.registry.get_sample_value("dialer_call_stops_total", {"result": "sent"})
-        assert stops == 1
     finally:
         await s.close()

@@ -166,3 +166,21 @@ async def publish_without_message_id(
         body,
         props,
     )
+
+
+async def publish_with_raw_properties(
+    settings: Settings, body: bytes, routing_key: str = "call.create", **properties: Any
+) -> None:
+    """Publish with AMQP properties written as given: bytes that are not UTF-8, a timestamp
+    in microseconds (legal on the wire; aio-pika refuses to send them, pika does not)."""
+    import pika  # noqa: PLC0415 - only this helper needs a second client library
+
+    props = pika.BasicProperties(content_type="application/json", delivery_mode=2, **properties)
+    await asyncio.to_thread(
+        _pika_publish,
+        settings.amqp_url.get_secret_value(),
+        f"{settings.prefix}.requests",
+        routing_key,
+        body,
+        props,
+    )
