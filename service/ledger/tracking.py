@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CallCanceled, CallUnresolved
@@ -21,8 +21,10 @@ from service.ledger.records import (
 from service.ledger.states import State, classify_outcome
 from service.ledger.tables import attempts, requests
 
-# The attempt result of a claim whose process died before recording what its POST did.
+# The attempt result of a claim whose process died before recording what its POST did, and
+# of a POST that failed ambiguously (timeout after sending, reset, 5xx).
 ORPHANED = "orphaned"
+UNKNOWN_RESULT = "unknown"
 
 
 class Tracking(LedgerBase):
@@ -69,13 +71,21 @@ class Tracking(LedgerBase):
     async def _adopt_call(
         self, conn: AsyncConnection, request_id: str, call_id: str, now: datetime
     ) -> Row[Any] | None:
-        """Give a dialing or unknown row the call id Bland reported (+ call.queued reconciled)."""
+        """Give a dialing or unknown row the call id Bland reported (+ call.queued).
+
+        The lock waits for a dispatcher still committing this very call id (PostgreSQL, READ
+        COMMITTED): the row then has it, and the outcome applies to it instead of being lost.
+        """
         row = await self._lock(conn, requests.c.request_id == request_id)
-        if row is None or row.call_id is not None:
+        if row is None:
             return None
+        if row.call_id is not None:
+            return row if row.call_id == call_id else None
         if row.state not in (State.DIALING, State.UNKNOWN):
             return None
-        await self._to_queued(conn, row, call_id, now, reconciled=True)
+        # Early (the POST's answer is on its way) unless the attempt's outcome was unknown.
+        reconciled = row.state == State.UNKNOWN
+        await self._to_queued(conn, row, call_id, now, reconciled=reconciled)
         return await self._lock(conn, requests.c.request_id == request_id)
 
     async def overdue_calls(self, now: datetime, limit: int) -> list[Tracked]:
@@ -237,22 +247,27 @@ class Tracking(LedgerBase):
                 )
             return len(rows)
 
-    async def requeue_orphan(self, request_id: str, now: datetime, reason: str) -> bool:
-        """unknown -> pending: an orphaned claim that Bland confirms it never received.
+    async def requeue_unknown(
+        self, request_id: str, now: datetime, reason: str, *, max_redials: int
+    ) -> bool:
+        """unknown -> pending: Bland's complete list, read after the grace, has no such call.
 
-        Only for attempts the sweep marked orphaned (the process died; no POST error was seen);
-        an attempt that failed ambiguously is never dialed again.
+        At most `max_redials` times per request: the attempts whose outcome stayed unknown
+        (an ambiguous POST failure, or a claim whose process died) are counted.
         """
         async with self._write() as conn:
             row = await self._lock(conn, requests.c.request_id == request_id)
             if row is None or row.state != State.UNKNOWN:
                 return False
-            result = await conn.execute(
-                select(attempts.c.result).where(
-                    attempts.c.request_id == request_id, attempts.c.attempt_no == row.attempts
+            unknown = await conn.scalar(
+                select(func.count())
+                .select_from(attempts)
+                .where(
+                    attempts.c.request_id == request_id,
+                    attempts.c.result.in_([UNKNOWN_RESULT, ORPHANED]),
                 )
             )
-            if result.scalar() != ORPHANED:
+            if int(unknown or 0) > max_redials:
                 return False
             if row.cancel_requested_at is not None:
                 ev = CallCanceled(**event_ids(row, now), reason="requested")
