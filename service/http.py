@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from schemas import wire
 from service.ledger import Ledger, LedgerCounts
 from service.metrics import Metrics
 from service.outcomes.webhooks import WebhookIntake, verify_signature
@@ -141,7 +141,7 @@ async def _batch_status(request: Request, parts: HttpParts) -> Response:
         parts.metrics.webhooks.labels("bad_signature").inc()
         return JSONResponse({"result": "bad_signature"}, status_code=401)
     try:
-        payload = json.loads(raw)
+        payload = wire.load(raw)
     except ValueError:
         parts.metrics.webhooks.labels("invalid").inc()
         return JSONResponse({"result": "invalid"}, status_code=400)

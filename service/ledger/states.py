@@ -29,7 +29,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     ),
     State.QUEUED: frozenset({State.COMPLETED, State.FAILED, State.CANCELED}),
     # A late answer to the attempt (webhook, poll) settles an unknown outcome directly.
-    # unknown -> pending only for an orphaned claim that Bland confirms it never received.
+    # unknown -> pending only when Bland's complete list, read after the grace, has no call.
     State.UNKNOWN: frozenset(
         {
             State.QUEUED,

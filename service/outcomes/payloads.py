@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from service.bland.metadata import request_id_in
@@ -53,6 +54,31 @@ def parse_outcome(payload: object, source: Source) -> Outcome | None:
         raw=dict(payload),
         queue_status=queue_status,
     )
+
+
+def parse_time(value: object) -> datetime | None:
+    """Bland's timestamps (`…+00:00`, `…Z`, naive = UTC); None when unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def ended_at(payload: Mapping[str, Any], now: datetime) -> datetime:
+    """When a finished call ended: the earliest of `end_at` (the cut-off, or the end), its
+    start plus its duration, and now."""
+    candidates = [now]
+    end = parse_time(payload.get("end_at"))
+    if end is not None:
+        candidates.append(end)
+    start = parse_time(payload.get("started_at"))
+    duration_s = _number(payload.get("corrected_duration"))
+    if start is not None and duration_s is not None:
+        candidates.append(start + timedelta(seconds=duration_s))
+    return min(candidates)
 
 
 def request_id_of(outcome: Outcome) -> str | None:

@@ -1,23 +1,29 @@
-"""`OutcomePoller`: asks Bland for calls whose outcome is overdue (a webhook lost or never set)."""
+"""`OutcomePoller`: asks Bland about live calls no webhook has settled (lost, or never set).
+
+Each queued call is looked at `outcome_overdue_s` after it was queued, then every
+`outcome_poll_every_s` while it is live (about one GET per live call per minute by default):
+a call whose webhook never comes is settled within about that interval plus the webhook
+grace after it ends, whatever its max_duration. A webhook that comes first ends the polls.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
-from service.backoff import poll_delay_s
 from service.errors import DialerError
-from service.ledger import Tracked
-from service.outcomes.payloads import is_final, parse_outcome
+from service.ledger import Outcome, Tracked
+from service.outcomes.payloads import ended_at, is_final, parse_outcome
 from service.outcomes.rounds import LedgerRounds
 from service.outcomes.settlement import settle
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-POLL_CAP_S = 900.0  # an overdue call is looked at again at least every 15 minutes
 POLL_CONCURRENCY = 8
 
 
@@ -49,18 +55,33 @@ class OutcomePoller(LedgerRounds):
         return sum(r is True for r in results)
 
     async def check(self, tracked: Tracked) -> bool:
-        """Record the call's outcome if Bland has one, else look again later."""
+        """Record the call's outcome if Bland has one (and its webhook had its chance)."""
         try:
             details = await self.bland.get_call(tracked.call_id)
         except DialerError as exc:
             log.info("poll_failed", call_id=tracked.call_id, error=str(exc))
             details = None
         outcome = parse_outcome(details, "poll") if details is not None else None
-        if outcome is not None and is_final(outcome):
-            recorded = await settle(self.ledger, self.metrics, outcome, self.clock())
-            return recorded.changed
         now = self.clock()
-        overdue_s = (now - (tracked.outcome_due_at or now)).total_seconds()
-        delay_s = poll_delay_s(overdue_s, self.settings.poll_interval_s, POLL_CAP_S)
-        await self.ledger.postpone_check(tracked.request_id, now + timedelta(seconds=delay_s))
+        next_at = next_look(details, outcome, now, self.settings)
+        if next_at is None and outcome is not None:
+            recorded = await settle(self.ledger, self.metrics, outcome, now)
+            return recorded.changed
+        await self.ledger.postpone_check(tracked.request_id, next_at or now)
         return False
+
+
+def next_look(
+    details: Mapping[str, Any] | None, outcome: Outcome | None, now: datetime, settings: Settings
+) -> datetime | None:
+    """When to look at a call again; None: settle it from this poll now.
+
+    A live (or unreadable) call: again in `outcome_poll_every_s`. A finished one: once its
+    webhook had `webhook_grace_s` after the end to arrive (none is coming without our
+    webhook URL), so Bland's webhook, the one forwarded to the publisher, normally wins.
+    """
+    if details is None or outcome is None or not is_final(outcome):
+        return now + timedelta(seconds=settings.outcome_poll_every_s)
+    grace_s = settings.webhook_grace_s if settings.webhook_url else 0.0
+    settle_at = ended_at(details, now) + timedelta(seconds=grace_s)
+    return settle_at if settle_at > now else None

@@ -1,16 +1,17 @@
 """`Reconciler`: settle dial attempts whose outcome is unknown by asking Bland's list of calls.
 
-One rule for every unknown outcome (an ambiguous POST failure or a claim left by a dead
-process): a call carrying the request id in its metadata → queued; none after the grace →
-`call.unresolved`, except an orphaned claim (the process died before any answer was seen)
-whose absence Bland's complete list for the number confirms: that one is dialed again.
+One rule for every unknown outcome, an ambiguous POST failure and a claim left by a dead
+process alike: a call carrying the request id in its metadata → queued. None, read after
+the grace from Bland's complete list for the number (both number forms, no page full, every
+row readable) → dialed again, at most `max_unknown_redials` times; otherwise (the list could
+not be read whole, or the redials are spent) → `call.unresolved`, never dialed again.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -22,7 +23,7 @@ from service.clock import Clock, utcnow
 from service.errors import DialerError
 from service.ledger import Ledger, UnknownAttempt
 from service.metrics import Metrics
-from service.outcomes.payloads import is_final, parse_outcome
+from service.outcomes.payloads import is_final, parse_outcome, parse_time
 from service.outcomes.rounds import LedgerRounds
 from service.outcomes.settlement import settle
 from service.outcomes.stops import CallStops
@@ -37,17 +38,6 @@ LIST_LIMIT = 200
 CHECK_CAP_S = 60.0
 # The `result` label of dialer_reconciliations_total for one unknown attempt.
 ReconcileResult = Literal["matched", "requeued", "unresolved", "pending", "error"]
-
-
-def parse_time(value: object) -> datetime | None:
-    """Bland's timestamps (`…+00:00`, `…Z`, naive = UTC); None when unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def candidates(
@@ -137,10 +127,13 @@ class Reconciler(LedgerRounds):
             await self._resolve(attempt, call, now)
             return "matched"
         age_s = (now - attempt.attempt_started_at).total_seconds()
-        if age_s >= self.settings.reconcile_grace_s and self._redial(attempt, complete):
-            reason = f"orphaned claim, no call at Bland {round(age_s)} s after the attempt"
-            if await self.ledger.requeue_orphan(attempt.request_id, now, reason):
-                log.warning("orphaned_claim_requeued", request_id=attempt.request_id)
+        if age_s >= self.settings.reconcile_grace_s and self._redial(complete):
+            reason = f"no call at Bland {round(age_s)} s after the attempt: dialed again"
+            requeued = await self.ledger.requeue_unknown(
+                attempt.request_id, now, reason, max_redials=self.settings.max_unknown_redials
+            )
+            if requeued:
+                log.warning("unknown_outcome_redialed", request_id=attempt.request_id)
                 return "requeued"
         if age_s >= self.settings.reconcile_grace_s:
             reason = (
@@ -153,9 +146,9 @@ class Reconciler(LedgerRounds):
         await self._postpone(attempt)
         return "pending"
 
-    def _redial(self, attempt: UnknownAttempt, complete: bool) -> bool:
-        """Dial again only an orphaned claim, when Bland's whole list for the number was seen."""
-        return self.settings.redial_orphans and attempt.orphaned and complete
+    def _redial(self, complete: bool) -> bool:
+        """Dial again only when Bland's whole list for the number was seen."""
+        return self.settings.redial_unknown and complete
 
     async def find(self, attempt: UnknownAttempt) -> Mapping[str, Any] | None:
         """The call at Bland whose metadata carries this request id, if any."""

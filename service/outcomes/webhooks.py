@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 import structlog
 
+from schemas import wire
 from service.clock import Clock, utcnow
 from service.errors import StoreUnavailableError
 from service.ledger import Ledger, Outcome, OutcomeResult
@@ -88,7 +88,7 @@ class WebhookIntake:
                 log.error("webhook_refused_no_secret", hint="set DIALER_WEBHOOK_SECRET")
             return self._count(WebhookResult("bad_signature", 401))
         try:
-            payload = json.loads(raw_body)
+            payload = wire.load(raw_body)
         except ValueError:
             return self._count(WebhookResult("invalid", 400))
         outcome = parse_outcome(payload, "webhook")

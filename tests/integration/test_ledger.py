@@ -679,7 +679,9 @@ async def test_stale_dialing_rows_become_unknown_never_pending(ledger: Ledger) -
     assert await state(ledger, one.request_id) == "unknown"
 
 
-async def test_only_an_orphaned_claim_can_go_back_to_pending(ledger: Ledger) -> None:
+async def test_an_unknown_attempt_goes_back_to_pending_at_most_max_redials_times(
+    ledger: Ledger,
+) -> None:
     await ledger.accept_calls([new_call("r1"), new_call("r2")], T0)
     (first,) = await claim(ledger, T0, limit=1)  # its process dies: swept as orphaned
     (second,) = await claim(ledger, at(1), limit=1)  # its POST timed out: ambiguous
@@ -687,14 +689,20 @@ async def test_only_an_orphaned_claim_can_go_back_to_pending(ledger: Ledger) -> 
     assert await ledger.sweep_stale_dialing(at(60), stale_after_s=30) == 1
     seen = len(await events(ledger))
 
-    assert not await ledger.requeue_orphan(second.request_id, at(400), "absent")
-    assert await ledger.requeue_orphan(first.request_id, at(400), "absent")
+    # One rule for both: absent from Bland's list after the grace -> dialed again.
+    assert await ledger.requeue_unknown(second.request_id, at(400), "absent", max_redials=1)
+    assert await ledger.requeue_unknown(first.request_id, at(400), "absent", max_redials=1)
 
-    assert await state(ledger, second.request_id) == "unknown"
+    assert await state(ledger, second.request_id) == "pending"
     assert await state(ledger, first.request_id) == "pending"
     assert await new_events(ledger, seen) == []
-    assert await slot_count(ledger) == 1
-    assert not await ledger.requeue_orphan(first.request_id, at(401), "again")
+    assert await slot_count(ledger) == 0
+    assert not await ledger.requeue_unknown(first.request_id, at(401), "again", max_redials=1)
+    (again,) = await claim(ledger, at(402), limit=1)
+    await ledger.record_unknown(again, error="read timeout", now=at(403))
+    # Its second unknown attempt: the redials are spent.
+    assert not await ledger.requeue_unknown(again.request_id, at(900), "absent", max_redials=1)
+    assert await state(ledger, again.request_id) == "unknown"
 
 
 async def test_cancel_by_state(ledger: Ledger) -> None:

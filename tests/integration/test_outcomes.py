@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -42,6 +43,8 @@ def rig(db_url: str, sandbox: SandboxProcess, **overrides: Any) -> AbstractAsync
         "max_calls_per_second": 200.0,
         "dispatch_idle_s": 0.02,
         "outcome_overdue_s": 60.0,
+        "outcome_poll_every_s": 0.2,
+        "webhook_grace_s": 0.2,
         "poll_interval_s": 0.2,
         **overrides,
     }
@@ -308,3 +311,28 @@ async def test_polling_waits_for_a_live_call_and_survives_read_errors(
         await wait_for(lambda: all_final(r.ledger, 1))
 
         assert json.loads((await rows(r.ledger))["req-0"].outcome)["source"] == "poll"
+
+
+async def test_a_signed_deeply_nested_webhook_is_400_never_500(
+    sqlite_url: str, sandbox: SandboxProcess
+) -> None:
+    async with rig(sqlite_url, sandbox) as r:
+        secret = sandbox.webhook_secret
+        nested = b'{"call_id": "c-1", "completed": true, "metadata": ' + b"[" * 5000 + b"]" * 5000
+        nested += b"}"
+        deep: dict[str, Any] = {}
+        for _ in range(100):  # readable by json.loads, too deep to be trusted
+            deep = {"a": deep}
+        shallow_but_deep = {"call_id": "c-1", "completed": True, "metadata": deep}
+        url = r.settings.webhook_url or ""
+        async with httpx.AsyncClient(timeout=10) as http:
+            answers = [
+                await http.post(url, content=body, headers={"X-Webhook-Signature": signature})
+                for body, signature in (
+                    (nested, hmac.new(secret.encode(), nested, hashlib.sha256).hexdigest()),
+                    signed(secret, shallow_but_deep),
+                )
+            ]
+
+        assert [a.status_code for a in answers] == [400, 400]
+        assert await event_count(r.ledger) == 0

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from service.bland.client import BlandClient
-from service.outcomes.reconciler import candidates, carries, number_forms, parse_time
+from service.outcomes.payloads import parse_time
+from service.outcomes.reconciler import LIST_LIMIT, candidates, carries, number_forms
 from tests.support.ledger import claim as claim_round
 from tests.support.ledger import events, row
 from tests.support.rig import Rig, new_call, rig
-from tests.support.sandbox import SandboxProcess
+from tests.support.sandbox import SandboxFactory, SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +28,10 @@ def sandbox(module_sandbox: SandboxProcess) -> SandboxProcess:
     return module_sandbox
 
 
-async def dial(r: Rig, *request_ids: str) -> None:
-    """Accept the requests and run one dispatcher round to its end."""
-    await r.ledger.accept_calls([new_call(i, PHONE) for i in request_ids], datetime.now(UTC))
+async def dial(r: Rig, *request_ids: str, accept: bool = True) -> None:
+    """Accept the requests (unless they are pending already); one dispatcher round to its end."""
+    if accept:
+        await r.ledger.accept_calls([new_call(i, PHONE) for i in request_ids], datetime.now(UTC))
     await r.dispatcher.run_once()
     await r.dispatcher.join()
 
@@ -82,23 +85,30 @@ async def wait_completed(sandbox: SandboxProcess, call_id: str) -> None:
     pytest.fail("the sandbox call did not complete")
 
 
-async def test_nothing_at_bland_stays_unknown_then_unresolved_after_the_grace(
+async def test_nothing_at_bland_after_the_grace_is_redialed_once_then_unresolved(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
     await sandbox.aset_faults(error_5xx_share=1.0)
-    async with rig(sqlite_url, sandbox, reconcile_grace_s=1.0, reconcile_interval_s=0.1) as r:
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=100.0, retry_backoff_base_s=0.001) as r:
+        now = datetime.now(UTC)
         await dial(r, "req-5xx")
 
         first = await r.reconciler.run_once()
         assert first.get("pending") == 1
         assert (await row(r.ledger, "req-5xx")).state == "unknown"
-        await asyncio.sleep(1.1)
+        r.reconciler.clock = lambda: now + timedelta(seconds=101)
         second = await r.reconciler.run_once()
+        assert second.get("requeued") == 1
+        assert (await row(r.ledger, "req-5xx")).state == "pending"
+        r.dispatcher.clock = lambda: now + timedelta(seconds=102)
+        await dial(r, "req-5xx", accept=False)  # Bland still answers 5xx: unknown again
+        r.reconciler.clock = lambda: now + timedelta(seconds=300)
+        third = await r.reconciler.run_once()
 
         found = await row(r.ledger, "req-5xx")
-        assert second.get("unresolved") == 1
+        assert third.get("unresolved") == 1
         assert found.state == "unresolved"
-        assert found.attempts == 1
+        assert found.attempts == 2
         assert [e.type for e in await events(r.ledger, "req-5xx")][-1] == "call.unresolved"
         assert await sandbox.aground_truth() == []
 
@@ -106,12 +116,13 @@ async def test_nothing_at_bland_stays_unknown_then_unresolved_after_the_grace(
 async def test_another_request_s_call_to_the_same_number_is_not_a_match(
     sqlite_url: str, sandbox: SandboxProcess
 ) -> None:
-    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.5) as r:
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=10.0, redial_unknown=False) as r:
+        now = datetime.now(UTC)
         await dial(r, "req-a")
         await sandbox.aset_faults(error_5xx_share=1.0)
         await dial(r, "req-b")
         assert (await row(r.ledger, "req-b")).state == "unknown"
-        await asyncio.sleep(0.6)
+        r.reconciler.clock = lambda: now + timedelta(seconds=11)
 
         results = await r.reconciler.run_once()
 
@@ -164,12 +175,12 @@ async def orphan(r: Rig, request_id: str, now: datetime) -> None:
     )
 
 
-@pytest.mark.parametrize("redial_orphans", [True, False])
+@pytest.mark.parametrize("redial_unknown", [True, False])
 async def test_an_orphan_bland_never_received_is_dialed_once_after_the_grace(
-    database_url: str, sandbox: SandboxProcess, redial_orphans: bool
+    database_url: str, sandbox: SandboxProcess, redial_unknown: bool
 ) -> None:
     async with rig(
-        database_url, sandbox, reconcile_grace_s=200.0, redial_orphans=redial_orphans
+        database_url, sandbox, reconcile_grace_s=200.0, redial_unknown=redial_unknown
     ) as r:
         now = datetime.now(UTC)
         await orphan(r, "req-orphan", now)
@@ -181,7 +192,7 @@ async def test_an_orphan_bland_never_received_is_dialed_once_after_the_grace(
         r.reconciler.clock = lambda: now + timedelta(seconds=201)
         late = await r.reconciler.run_once()
 
-        if not redial_orphans:
+        if not redial_unknown:
             assert late.get("unresolved") == 1
             assert (await row(r.ledger, "req-orphan")).state == "unresolved"
             assert await sandbox.aground_truth() == []
@@ -219,19 +230,27 @@ async def test_an_orphan_whose_post_reached_bland_is_matched_not_redialed(
         assert len(await sandbox.aground_truth()) == 1
 
 
-async def test_an_ambiguous_failure_is_never_redialed_even_with_orphan_redial_on(
-    sqlite_url: str, sandbox: SandboxProcess
+async def test_an_unknown_outcome_is_not_redialed_when_the_list_cannot_be_read_whole(
+    sqlite_url: str, sandbox_factory: SandboxFactory
 ) -> None:
-    await sandbox.aset_faults(error_5xx_share=1.0)
-    async with rig(sqlite_url, sandbox, reconcile_grace_s=0.2, redial_orphans=True) as r:
+    sandbox = sandbox_factory(plan="enterprise", same_number_window_s=0)
+    async with rig(sqlite_url, sandbox, reconcile_grace_s=10.0) as r:
+        now = datetime.now(UTC)
+        await sandbox.aset_faults(error_5xx_share=1.0)
         await dial(r, "req-5xx-ambiguous")
-        await asyncio.sleep(0.3)
+        await sandbox.aset_faults(error_5xx_share=0.0)
+        # The number is called more often since than one page of Bland's list holds.
+        async with httpx.AsyncClient(base_url=sandbox.base_url, headers=sandbox.headers) as http:
+            for n in range(LIST_LIMIT):
+                body = {"phone_number": PHONE, "task": "t", "metadata": {"other": n}}
+                (await http.post("/v1/calls", json=body)).raise_for_status()
+        r.reconciler.clock = lambda: now + timedelta(seconds=11)
 
         results = await r.reconciler.run_once()
 
         assert results.get("unresolved") == 1
         assert "requeued" not in results
-        assert await sandbox.aground_truth() == []
+        assert (await row(r.ledger, "req-5xx-ambiguous")).state == "unresolved"
 
 
 async def test_a_failed_lookup_postpones_and_never_gives_up(
