@@ -168,6 +168,7 @@ class App:
             return max(0.05, (deadline - loop.time()) * share)
 
         p.health.stopping = True
+        p.health.close()
         if self._bring_up is not None and not self._bring_up.done():
             self._bring_up.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigError
@@ -38,10 +45,12 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         extra="ignore",
         validate_default=True,
+        populate_by_name=True,  # Settings(field=...) by name, also where an alias is declared
     )
 
     # Connections
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_heartbeat_s: int = Field(15, ge=0, le=600)
     database_url: SecretStr | None = None
     database_pool_size: int = Field(20, ge=1, le=500)
     data_dir: Path = Path("./var")
@@ -78,11 +87,16 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = Field(1.0, gt=0)
     retry_backoff_max_s: float = Field(60.0, gt=0)
     max_transient_retries: int = Field(8, ge=0)
-    outcome_overdue_s: float = Field(120.0, gt=0)
-    poll_interval_s: float = Field(15.0, gt=0)
-    reconcile_grace_s: float = Field(300.0, gt=0)
+    outcome_overdue_s: float = Field(60.0, gt=0)
+    outcome_poll_every_s: float = Field(60.0, gt=0)
+    webhook_grace_s: float = Field(60.0, ge=0)
+    poll_interval_s: float = Field(5.0, gt=0)
+    reconcile_grace_s: float = Field(600.0, gt=0)
     reconcile_interval_s: float = Field(10.0, gt=0)
-    redial_orphans: bool = True
+    redial_unknown: bool = Field(
+        True, validation_alias=AliasChoices("DIALER_REDIAL_UNKNOWN", "DIALER_REDIAL_ORPHANS")
+    )
+    max_unknown_redials: int = Field(1, ge=0, le=5)
     stale_claim_margin_s: float = Field(30.0, ge=0)
     publisher_webhook_timeout_s: float = Field(5.0, gt=0)
 
@@ -152,6 +166,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 _DESCRIPTIONS: dict[str, str] = {
     "amqp_url": "RabbitMQ URL (amqp:// or amqps://).",
+    "amqp_heartbeat_s": "AMQP heartbeat asked of the broker unless the URL sets `heartbeat`: a link that went silent is dropped and reconnected after about twice this (0: none).",
     "database_url": "Ledger URL: `postgresql+asyncpg://...` for replicas; unset = SQLite file in the data dir.",
     "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more).",
     "data_dir": "Where the embedded SQLite ledger lives.",
@@ -176,12 +191,15 @@ _DESCRIPTIONS: dict[str, str] = {
     "retry_backoff_base_s": "First retry delay after a 429 or a connection failure.",
     "retry_backoff_max_s": "Longest retry delay.",
     "max_transient_retries": "Retries after connection failures before `call.failed` (429s do not count).",
-    "outcome_overdue_s": "Poll Bland for a call's outcome when no webhook came this long after the call was queued.",
-    "poll_interval_s": "How often overdue calls are polled.",
-    "reconcile_grace_s": "An unknown dial outcome not found at Bland within this time becomes `call.unresolved`.",
+    "outcome_overdue_s": "First look at a call's outcome with `GET /v1/calls/{id}` this long after it was queued, if no webhook settled it.",
+    "outcome_poll_every_s": "Then look again this often while the call is live: at most about one GET per live call per this interval; a webhook ends the polls.",
+    "webhook_grace_s": "A call a poll finds finished is settled from the poll only this long after it ended, so Bland's webhook (up to a minute late while `answered_by` is worked out) normally wins. Not applied without DIALER_WEBHOOK_URL.",
+    "poll_interval_s": "How often the poller looks for calls whose next look is due.",
+    "reconcile_grace_s": "How long after an attempt whose outcome is unknown Bland's list is trusted to show its call: the POST may still be processed after our client gave up (at most the POST deadline), Bland may queue calls briefly at high volume, and its list's lag is undocumented, so minutes, not seconds. Found → `call.queued`; absent after it → redialed or `call.unresolved` (DIALER_REDIAL_UNKNOWN).",
     "reconcile_interval_s": "How often unknown outcomes are reconciled.",
     "stale_claim_margin_s": "A `dialing` row older than the longest possible POST (timeouts) plus this margin was left by a dead process: it is reconciled as an orphan.",
-    "redial_orphans": "A claim left by a process that died (kill -9) before its POST's result was recorded, and that Bland still does not know after the grace period, is dialed again; `false`: `call.unresolved`. Attempts that failed ambiguously (timeout after sending, 5xx) are never redialed.",
+    "redial_unknown": "One rule for every unknown outcome (a POST that failed after sending, or a claim left by a process that died): when Bland's complete list for the number, read after DIALER_RECONCILE_GRACE_S, shows no call carrying the request id, it is dialed again (at most DIALER_MAX_UNKNOWN_REDIALS times); otherwise `call.unresolved`. `false`: never redialed, always `call.unresolved`. (Old name: DIALER_REDIAL_ORPHANS.)",
+    "max_unknown_redials": "How often one request may be redialed after unknown outcomes.",
     "publisher_webhook_timeout_s": "Timeout when relaying Bland's webhook to a publisher's own `webhook`.",
     "outbox_batch_size": "Events published per relay round.",
     "outbox_idle_s": "Relay sleep when the outbox is empty.",

@@ -9,11 +9,11 @@ from datetime import UTC
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from schemas.events import SCHEMA_VERSION
 from service.backoff import Backoff
-from service.bus.connection import APP_ID, BROKER_ERRORS, connect
+from service.bus.connection import APP_ID, BROKER_ERRORS, Names, connect
 from service.bus.topology import declare
 from service.clock import Clock, utcnow
 from service.ledger import Ledger, OutboxRow
@@ -67,6 +67,7 @@ class OutboxRelay:
         self.lease_s = lease_s if lease_s is not None else confirm_timeout_s + 5.0
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +91,15 @@ class OutboxRelay:
             and self.failures == 0
         )
 
+    async def ping(self) -> None:
+        """A round trip to the broker on the publishing channel (never time it out: a
+        cancelled RPC makes aiormq close the channel)."""
+        if self._channel is None:
+            raise RuntimeError("not started")
+        # The underlying channel: aio-pika may answer a passive declare from its cache.
+        channel = await self._channel.get_underlay_channel()
+        await channel.exchange_declare(Names(self.settings.prefix).events, passive=True)
+
     async def start(self) -> None:
         """Connect (robust), declare the topology, and start the publishing loop."""
         self._stopping.clear()
@@ -97,6 +107,7 @@ class OutboxRelay:
         # aio-pika's default on_return_raises=False would turn an unroutable event into a
         # silent success (field-notes 1.3); with it on, the broker's return raises PublishError.
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = channel
         self._events = (await declare(channel, self.settings)).events_exchange
         self._default = channel.default_exchange
         self._task = asyncio.create_task(self._loop(), name="outbox-relay")

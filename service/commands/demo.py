@@ -149,6 +149,8 @@ def demo_settings(
         max_calls_per_second=500.0,
         dispatch_idle_s=0.05,
         outcome_overdue_s=5.0,
+        outcome_poll_every_s=2.0,
+        webhook_grace_s=2.0,
         poll_interval_s=1.0,
         reconcile_interval_s=1.0,
         reconcile_grace_s=20.0,

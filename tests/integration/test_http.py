@@ -26,6 +26,7 @@ from tests.conftest import Broker
 from tests.support.bus import Tap
 from tests.support.sandbox import REPO_ROOT, SandboxFactory, SandboxProcess, free_port
 from tests.support.service import call_request, fictional_numbers, publish_many
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
 
@@ -111,6 +112,37 @@ async def test_readyz_names_the_broker_while_it_cannot_be_reached(
     assert body["checks"]["database"] == "ok"
     assert "broker" in body["not_ready"]
     assert "consumers" in body["not_ready"]
+
+
+async def _wait_not_ready(client: httpx.AsyncClient, timeout_s: float = 20.0) -> dict[str, Any]:
+    for _ in range(int(timeout_s / 0.1)):
+        response = await client.get("/readyz")
+        if response.status_code == 503:
+            body: dict[str, Any] = response.json()
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz still 200 after {timeout_s} s")
+
+
+@pytest.mark.slow
+async def test_readyz_says_so_while_the_broker_link_is_black_holed(
+    broker: Broker, sqlite_url: str, sandbox: SandboxProcess, make_app: Make
+) -> None:
+    proxy = await TcpProxy.for_url(broker.url).start()
+    try:
+        through = Broker(url=proxy.url(broker.url), prefix=broker.prefix)
+        settings = _settings(through, sqlite_url, sandbox, amqp_heartbeat_s=2)
+        _, client = await make_app(settings)
+        await _wait_ready(client)
+
+        proxy.blackhole()  # no FIN, no RST: the sockets look connected
+        body = await _wait_not_ready(client, timeout_s=10.0)
+        assert body["checks"]["broker"].startswith("not answering")
+
+        proxy.restore()
+        assert (await _wait_ready(client, timeout_s=60.0))["checks"]["broker"] == "ok"
+    finally:
+        await proxy.close()
 
 
 async def test_readyz_names_the_database_while_it_cannot_be_reached(

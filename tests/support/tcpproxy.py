@@ -14,8 +14,12 @@ class TcpProxy:
         self.target_host = target_host
         self.target_port = target_port
         self.port = 0
-        self.mode = "pass"  # pass | cut (reset and refuse) | blackhole (accept, forward nothing)
+        # pass | cut (reset and refuse) | blackhole (accept, hold everything: a partition, where
+        # TCP would retransmit what was sent once the network heals)
+        self.mode = "pass"
         self.accepted = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,15 +56,19 @@ class TcpProxy:
     def cut(self) -> None:
         """Reset every open link; new connections are closed at once."""
         self.mode = "cut"
+        self._flowing.set()
         self._drop_links()
 
     def blackhole(self) -> None:
-        """Keep links open but forward nothing (a partition without FIN or RST)."""
+        """Keep links open but forward nothing until restored (no FIN, no RST): what was
+        sent meanwhile is held, as TCP would deliver it late, not lost."""
         self.mode = "blackhole"
+        self._flowing.clear()
 
     def restore(self) -> None:
         """Forward traffic again (links cut meanwhile stay cut; clients reconnect)."""
         self.mode = "pass"
+        self._flowing.set()
 
     def _drop_links(self) -> None:
         for writer in list(self._links):
@@ -88,11 +96,11 @@ class TcpProxy:
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
-                if self.mode == "pass":
-                    dst.write(data)
-                    await dst.drain()
-                elif self.mode == "cut":
+                await self._flowing.wait()  # held while black-holed
+                if self.mode == "cut":
                     break
+                dst.write(data)
+                await dst.drain()
         except (ConnectionError, OSError):
             pass
         finally:
