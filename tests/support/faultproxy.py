@@ -19,6 +19,7 @@ import contextlib
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.support.tcpproxy import TcpProxy
 
@@ -71,21 +72,57 @@ class PartitionProxy(TcpProxy):
                 dst.transport.abort()
 
 
-@dataclass
-class _Exchange:
-    """The HTTP request in progress on one link and what to do with its response."""
+UPSTREAM_IDLE_S = 4.0  # below the sandbox's (uvicorn's) 5 s keep-alive timeout
+_CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d+)\s*$", re.IGNORECASE | re.MULTILINE)
 
+
+@dataclass
+class _Link:
+    """One client connection, the sandbox connection serving it now, and the exchange in progress."""
+
+    client_reader: asyncio.StreamReader
+    client_writer: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    idle_since: float = 0.0  # loop time the last answer completed
     request: bytearray = field(default_factory=bytearray)
-    action: str = "pass"  # pass | delay | stall
+    action: str = "pass"  # pass | delay | stall, for the answer to the request in progress
     delay_pending: bool = False
+    awaiting: bool = False  # a request was sent and its answer is not complete
+    head: bytearray = field(default_factory=bytearray)  # the answer's head, until its end
+    body_left: int | None = None  # bytes of the answer's body still to come (None: unknown)
+    client_gone: bool = False
+    noted_after: bool = False
 
 
 class BlandLink:
-    """An HTTP-aware TCP proxy in front of the sandbox with per-request faults on call creation."""
+    """An HTTP/1.1-aware TCP proxy in front of the sandbox with faults on call creation.
 
-    def __init__(self, target_port: int, *, seed: int = 0, target_host: str = "127.0.0.1") -> None:
+    - `configure(stall_share=, delay_share=, delay_s=)`: the answer to a `POST /v1/calls` is
+      withheld (the client times out: the call was recorded, its id never arrives) or delayed.
+    - A client that goes away (a killed service) does not take back what it sent: the link
+      keeps the sandbox's side open for `linger_s`, the request is served as real Bland would
+      serve it, and its answer, nobody left to read it, is noted in
+      `answered_after_client_died`. (The sandbox reads a body only after its latency: straight
+      to it, a request in flight at a kill would simply vanish.)
+    - The link keeps each client connection for as long as the client does, and sends a
+      request that follows 4 s of quiet on a new sandbox connection: the sandbox closes idle
+      keep-alive connections after 5 s, just when httpx's own 5 s expiry may reuse them, and a
+      userspace proxy passing that close on late would widen the reuse race into ambiguous
+      failures the service can only settle as `call.unresolved`. A close while an answer is
+      due is passed on (the sandbox's "drop after recording" fault).
+    """
+
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        seed: int = 0,
+        target_host: str = "127.0.0.1",
+        linger_s: float = 3.0,
+    ) -> None:
         self.target_host = target_host
         self.target_port = target_port
+        self.linger_s = linger_s
         self.port = 0
         self.stall_share = 0.0
         self.delay_share = 0.0
@@ -94,6 +131,8 @@ class BlandLink:
         self.creates = 0
         self.stalled: list[str] = []  # request ids whose answer was withheld
         self.delayed: list[str] = []
+        self.answered_after_client_died: list[str] = []
+        self.upstream_reopened = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -127,6 +166,11 @@ class BlandLink:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _decide(self) -> str:
         # One draw per knob in a fixed order keeps a seeded run reproducible.
         stall, delay = self.rng.random(), self.rng.random()
@@ -137,65 +181,108 @@ class BlandLink:
         return "pass"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        exchange = _Exchange()
-        self._writers.update((writer, up_writer))
-        for coro in (
-            self._requests(reader, up_writer, exchange),
-            self._responses(up_reader, writer, exchange),
-        ):
-            task = asyncio.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._writers.add(writer)
+        await self._requests(_Link(reader, writer))
 
-    async def _requests(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, exchange: _Exchange
-    ) -> None:
+    async def _upstream(self, link: _Link, *, new_request: bool) -> asyncio.StreamWriter:
+        """The sandbox connection for this client. A new request after 4 s of quiet goes out
+        on a new connection: the sandbox closes idle ones after 5 s, and a request crossing
+        that close would be lost in the middle."""
+        stale = (
+            new_request
+            and link.upstream is not None
+            and asyncio.get_running_loop().time() - link.idle_since > UPSTREAM_IDLE_S
+        )
+        if stale and link.upstream is not None:
+            self._drop(link.upstream)
+        if link.upstream is None or link.upstream.is_closing():
+            if link.upstream is not None:
+                self.upstream_reopened += 1
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+            self._writers.add(up_writer)
+            link.upstream = up_writer
+            self._spawn(self._responses(link, up_reader, up_writer))
+        return link.upstream
+
+    async def _requests(self, link: _Link) -> None:
         """Client to sandbox: forward everything; note where each request starts."""
         try:
-            while data := await src.read(65536):
-                if _REQUEST_LINE.match(data):  # keep-alive: one request at a time per link
-                    exchange.request = bytearray()
-                    exchange.action = "pass"
+            while data := await link.client_reader.read(65536):
+                new_request = bool(_REQUEST_LINE.match(data))
+                if new_request:  # keep-alive: one request at a time per link
+                    link.request = bytearray()
+                    link.action = "pass"
+                    link.awaiting = True
+                    link.head = bytearray()
+                    link.body_left = None
                     if _CREATE_CALL.match(data):
                         self.creates += 1
-                        exchange.action = self._decide()
-                        exchange.delay_pending = exchange.action == "delay"
-                exchange.request += data
-                dst.write(data)
-                await dst.drain()
+                        link.action = self._decide()
+                        link.delay_pending = link.action == "delay"
+                link.request += data
+                upstream = await self._upstream(link, new_request=new_request)
+                upstream.write(data)
+                await upstream.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            self._drop(dst)
+            # What was sent is Bland's now: let the sandbox finish it, then let the link go.
+            link.client_gone = True
+            self._drop(link.client_writer)
+            if link.upstream is not None:
+                if self.linger_s > 0:
+                    asyncio.get_running_loop().call_later(self.linger_s, self._drop, link.upstream)
+                else:
+                    self._drop(link.upstream)
+
+    def _track(self, link: _Link, data: bytes) -> None:
+        """Follow the answer's length to know when it is complete."""
+        if link.body_left is None:
+            link.head += data
+            end = link.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = _CONTENT_LENGTH.search(bytes(link.head[:end]))
+            if length is None:
+                return  # no length: complete only when the sandbox closes
+            link.body_left = int(length.group(1)) - (len(link.head) - end - 4)
+        else:
+            link.body_left -= len(data)
+        if link.body_left <= 0:
+            link.awaiting = False
+            link.idle_since = asyncio.get_running_loop().time()
 
     async def _responses(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, exchange: _Exchange
+        self, link: _Link, src: asyncio.StreamReader, upstream: asyncio.StreamWriter
     ) -> None:
         """Sandbox to client: withhold or delay the answer to a call creation."""
         try:
             while data := await src.read(65536):
-                if exchange.action == "stall":
-                    self._note(self.stalled, exchange)
+                self._track(link, data)
+                if link.client_gone:
+                    if not link.noted_after and _CREATE_CALL.match(bytes(link.request)):
+                        self._note(self.answered_after_client_died, link)
+                    link.noted_after = True
+                    continue  # nobody to answer: read and discard
+                if link.action == "stall":
+                    self._note(self.stalled, link)
                     continue  # read and discard: the client waits until its timeout
-                if exchange.delay_pending:
-                    exchange.delay_pending = False
-                    self._note(self.delayed, exchange)
+                if link.delay_pending:
+                    link.delay_pending = False
+                    self._note(self.delayed, link)
                     await asyncio.sleep(self.delay_s)  # the network's delay, not a wait
-                dst.write(data)
-                await dst.drain()
+                link.client_writer.write(data)
+                await link.client_writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            self._drop(dst)
+            self._drop(upstream)
+            if link.awaiting and link.action != "stall":
+                self._drop(link.client_writer)  # closed while an answer was due: pass it on
 
     @staticmethod
-    def _note(into: list[str], exchange: _Exchange) -> None:
-        match = _REQUEST_ID.search(bytes(exchange.request))
+    def _note(into: list[str], link: _Link) -> None:
+        match = _REQUEST_ID.search(bytes(link.request))
         key = match.group(1).decode(errors="replace") if match else "?"
         if not into or into[-1] != key:
             into.append(key)

@@ -26,6 +26,8 @@ FINAL_EVENTS = frozenset(
         "call.expired",
     }
 )
+# Final events that may settle a request Bland never got a call for.
+WITHOUT_A_CALL = frozenset(FINAL_EVENTS - {"call.completed"})
 COLUMNS = ("scenario", "requests", "calls", "duplicates", "lost", "unresolved", "finals", "seconds")
 
 
@@ -43,6 +45,8 @@ class Tally:
     seconds: float
     duplicate_ids: list[str] = field(default_factory=list)
     lost_ids: list[str] = field(default_factory=list)
+    undialed_ids: list[str] = field(default_factory=list)  # no call at the sandbox
+    unexplained_ids: list[str] = field(default_factory=list)  # no call, yet settled as if called
     notes: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
@@ -52,8 +56,8 @@ class Tally:
     def as_json(self) -> dict[str, Any]:
         """Everything, for the JSON report (id lists shortened)."""
         data = asdict(self)
-        data["duplicate_ids"] = self.duplicate_ids[:50]
-        data["lost_ids"] = self.lost_ids[:50]
+        for name in ("duplicate_ids", "lost_ids", "undialed_ids", "unexplained_ids"):
+            data[name] = getattr(self, name)[:50]
         return data
 
     def summary(self) -> str:
@@ -82,6 +86,10 @@ def compute(
     duplicate_ids = [rid for rid in ids if calls_per_request.get(rid, 0) > 1]
     lost_ids = [rid for rid in ids if not finals.get(rid)]
     unresolved = sum(1 for rid in ids if "call.unresolved" in finals.get(rid, set()))
+    undialed_ids = [rid for rid in ids if calls_per_request.get(rid, 0) == 0]
+    unexplained_ids = [
+        rid for rid in undialed_ids if finals.get(rid) and not finals[rid] & WITHOUT_A_CALL
+    ]
     notes = dict(notes or {})
     strays = sorted(set(calls_per_request) - set(ids))
     if strays:
@@ -100,6 +108,8 @@ def compute(
         seconds=round(seconds, 1),
         duplicate_ids=duplicate_ids,
         lost_ids=lost_ids,
+        undialed_ids=undialed_ids,
+        unexplained_ids=unexplained_ids,
         notes=notes,
     )
 
