@@ -139,12 +139,11 @@ class WebhookRun:
 
 async def _hostile(rig: Rig) -> WebhookRun:
     rng = rng_for(rig.name)
-    # A slower clock: calls stay live for about a second, long enough to forge webhooks for them.
-    (service,) = await rig.boot("sqlite", sandbox={"clock_speed": 60.0})
+    # A slower clock: calls stay live for one to three seconds, to forge webhooks for them.
+    (service,) = await rig.boot("sqlite", sandbox={"clock_speed": 20.0})
     sandbox = rig.sandbox
     assert sandbox is not None
-    requests = rig.make_requests(REQUESTS, id_prefix="wh")
-    await rig.publish(requests)
+    await rig.publish(rig.make_requests(REQUESTS, id_prefix="wh"))
     answers: dict[str, list[tuple[int, str]]] = {
         "forged": [],
         "replayed": [],
@@ -155,28 +154,27 @@ async def _hostile(rig: Rig) -> WebhookRun:
         "too_large": [],
     }
 
-    # Forged webhooks for live calls: each call as soon as it is queued, before its outcome.
-    number = {r.request_id: r.phone_number for r in requests}
+    # Forged webhooks for live calls: calls the sandbox has not finished, as soon as it has them.
     live: list[str] = []
     seen: set[str] = set()
 
     async def forge_for_new_calls() -> bool:
-        finals_now = rig.recorder.finals()
-        for request_id, queued in list(rig.recorder.first("call.queued").items()):
+        for call in await sandbox.process.aground_truth():
+            request_id = call["metadata"].get("dialer_request_id")
             if request_id in seen or len(live) >= FORGED:
                 continue
             seen.add(request_id)
-            if request_id in finals_now:
+            if call["completed"]:
                 continue  # already over: not a live call any more
             live.append(request_id)
             body = json.dumps(
                 {
-                    "call_id": queued.body["call_id"],
+                    "call_id": call["call_id"],
                     "completed": True,
                     "status": "failed",
                     "queue_status": "complete",
                     "error_message": "forged",
-                    "to": number[request_id],
+                    "to": call["phone_number"],
                     "metadata": {"dialer_request_id": request_id},
                 }
             ).encode()
@@ -275,6 +273,9 @@ class EarlyRun:
     sources: Counter[str]
     latency_s: dict[str, Any]
     delayed: int
+    # Requests whose webhook was delivered at least 0.5 s before their held answer left the
+    # link (the webhook certainly overtook the commit), and how their outcome came.
+    early_sources: dict[str, str] = field(default_factory=dict)
 
 
 async def _early(rig: Rig, database: str, *, held: bool) -> EarlyRun:
@@ -308,6 +309,13 @@ async def _early(rig: Rig, database: str, *, held: bool) -> EarlyRun:
     sources = Counter(str(e.body.get("source")) for e in finals)
     webhooks = metric_values(await service.metrics(), "dialer_webhooks_total")
     delayed = len(rig.bland_link.delayed) if rig.bland_link is not None else 0
+    released = rig.bland_link.released_at if rig.bland_link is not None else {}
+    source_of = {e.request_id: str(e.body.get("source")) for e in finals if e.request_id}
+    early_sources = {
+        rid: source_of.get(rid, "none")
+        for rid, at in delivered.items()
+        if rid in released and at < released[rid] - 0.5
+    }
     tally = await rig.tally(
         settled=settled,
         webhooks_metric=webhooks,
@@ -315,8 +323,9 @@ async def _early(rig: Rig, database: str, *, held: bool) -> EarlyRun:
         webhook_to_final_event_s=quantiles(latency),
         webhook_to_final_event_when_polled_s=quantiles(polled),
         answers_held=delayed,
+        webhooks_well_before_the_answer=len(early_sources),
     )
-    return EarlyRun(tally, webhooks, sources, quantiles(latency), delayed)
+    return EarlyRun(tally, webhooks, sources, quantiles(latency), delayed, early_sources)
 
 
 HOSTILE = Scenario("webhooks forged/replayed/fuzzed/nested", _hostile, weight_s=35)
@@ -378,12 +387,13 @@ def test_a_signed_deeply_nested_webhook_is_a_400(outcome: WebhookRun) -> None:
     ],
 )
 def test_a_webhook_long_before_the_commit_is_kept(outcome: EarlyRun, database: str) -> None:
+    # Per request, not by the unknown_call metric: on a starved machine a webhook may come
+    # late, meet the commit, and be finding 2 instead (see the racing scenario).
     assert outcome.delayed >= REQUESTS // 2, "the answers were not held back"
+    assert len(outcome.early_sources) >= REQUESTS // 4, "too few webhooks came well before"
     assert_settled_once(outcome.tally)
-    assert outcome.webhooks_metric.get('{result="unknown_call"}', 0.0) == 0.0, (
-        outcome.webhooks_metric
-    )
-    assert set(outcome.sources) == {"webhook"}, outcome.sources
+    polled = {rid: src for rid, src in outcome.early_sources.items() if src != "webhook"}
+    assert not polled, f"webhooks well before the commit, outcome not from them: {polled}"
 
 
 @pytest.mark.scenario(RACE_POSTGRES)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,7 @@ class BlandLink:
         self.creates = 0
         self.stalled: list[str] = []  # request ids whose answer was withheld
         self.delayed: list[str] = []
+        self.released_at: dict[str, float] = {}  # request id -> time.time() a delayed answer left
         self.answered_after_client_died: list[str] = []
         self.upstream_reopened = 0
         self._server: asyncio.Server | None = None
@@ -271,6 +273,7 @@ class BlandLink:
                     link.delay_pending = False
                     self._note(self.delayed, link)
                     await asyncio.sleep(self.delay_s)  # the network's delay, not a wait
+                    self.released_at[self._request_id(link)] = time.time()
                 link.client_writer.write(data)
                 await link.client_writer.drain()
         except (ConnectionError, OSError):
@@ -281,9 +284,13 @@ class BlandLink:
                 self._drop(link.client_writer)  # closed while an answer was due: pass it on
 
     @staticmethod
-    def _note(into: list[str], link: _Link) -> None:
+    def _request_id(link: _Link) -> str:
         match = _REQUEST_ID.search(bytes(link.request))
-        key = match.group(1).decode(errors="replace") if match else "?"
+        return match.group(1).decode(errors="replace") if match else "?"
+
+    @classmethod
+    def _note(cls, into: list[str], link: _Link) -> None:
+        key = cls._request_id(link)
         if not into or into[-1] != key:
             into.append(key)
 
