@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     bland_connect_timeout_s: float = Field(3.0, gt=0)
     bland_read_timeout_s: float = Field(15.0, gt=0)
     bland_pool_size: int = Field(32, ge=1, le=1024)
+    bland_keepalive_s: float = Field(2.0, ge=0)
 
     # Webhooks (ours)
     webhook_url: str | None = None
@@ -176,6 +177,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "bland_connect_timeout_s": "Connect timeout to Bland; a connect failure is retried (nothing was sent).",
     "bland_read_timeout_s": "Read timeout to Bland; a timeout after sending is an unknown outcome (reconciled, never redialed).",
     "bland_pool_size": "Connections kept to Bland.",
+    "bland_keepalive_s": "An idle connection to Bland is closed after this long, well before a server drops it: a POST sent on a connection the server is closing at that moment has an unknown outcome.",
     "webhook_url": "This service's public `/webhooks/bland` URL, sent to Bland as each call's `webhook`; unset = outcomes by polling.",
     "webhook_secret": "Bland's webhook signing secret (HMAC-SHA256 over the raw body).",
     "http_host": "HTTP listen address (health, metrics, webhooks).",

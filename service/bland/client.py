@@ -55,6 +55,7 @@ class BlandClient:
             limits=httpx.Limits(
                 max_connections=settings.bland_pool_size,
                 max_keepalive_connections=settings.bland_pool_size,
+                keepalive_expiry=settings.bland_keepalive_s,
             ),
             transport=transport,
         )

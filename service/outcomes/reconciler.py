@@ -140,7 +140,8 @@ class Reconciler(LedgerRounds):
                 f"no call for this request at Bland {round(age_s)} s after the attempt; "
                 "not redialed"
             )
-            await self.ledger.mark_unresolved(attempt.request_id, reason, now)
+            if not await self.ledger.mark_unresolved(attempt.request_id, reason, now):
+                return "pending"  # another replica settled it meanwhile
             log.warning("unknown_outcome_unresolved", request_id=attempt.request_id)
             return "unresolved"
         await self._postpone(attempt)

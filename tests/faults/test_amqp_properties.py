@@ -50,7 +50,7 @@ async def _malformed(rig: Rig) -> PropertiesRun:
     ]
     number = parts[0][0].phone_number or ""
     body = json.dumps({"phone_number": number, "task": "Say hello and end the call."}).encode()
-    malformed = {
+    malformed: dict[str, tuple[str, dict[str, Any]]] = {
         "correlation_id_not_utf8": (
             f"{rig.prefix}-bad-corr",
             {"correlation_id": b"\xff\xfe\xfa-not-utf8"},
@@ -130,11 +130,6 @@ async def _malformed(rig: Rig) -> PropertiesRun:
 PROPERTIES = Scenario("malformed AMQP properties x2 among 300", _malformed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: a malformed property makes aio-pika close the consumer's connection; "
-    "the valid requests behind it are redelivered until the broker's delivery limit dead-letters them",
-)
 @pytest.mark.scenario(PROPERTIES)
 def test_valid_requests_beside_malformed_properties_are_each_dialed_once_and_settled(
     outcome: PropertiesRun,

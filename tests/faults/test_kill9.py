@@ -83,6 +83,7 @@ async def _kill_run(rig: Rig, *, database: str, replicas: int) -> KillRun:
     # all the work while the victim restarts.
     size = REQUESTS // KILLS
     kills: list[dict[str, Any]] = []
+    assert rig.sandbox is not None
     for number in range(KILLS):
         victim = services[rng.randrange(replicas)]
         latency_ms = rng.randint(*LATENCY_MS)

@@ -121,30 +121,14 @@ def test_the_good_requests_around_poison_are_each_dialed_once_and_settled(
     assert_dialed_once_or_settled_without_a_call(outcome.good)
 
 
-FINDING_3 = "finding 3: {} is not rejected (no call.rejected; the broker dead-letters it after the delivery limit)"
-
-
 @pytest.mark.parametrize(
     "kind",
     [
         "invalid_json",
         "wrong_types",
         "too_large",
-        pytest.param(
-            "deeply_nested",
-            marks=pytest.mark.xfail(
-                strict=True, reason=FINDING_3.format("JSON nested 1,000 levels (RecursionError)")
-            ),
-        ),
-        pytest.param(
-            "lone_surrogate",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=FINDING_3.format(
-                    "a lone surrogate (passes validation, fails in the ledger write)"
-                ),
-            ),
-        ),
+        "deeply_nested",
+        "lone_surrogate",
     ],
 )
 @pytest.mark.scenario(POISON)
@@ -160,9 +144,6 @@ def test_each_poison_message_is_rejected_and_never_dialed(outcome: PoisonRun, ki
         assert headers.get("x-dialer-reason") == kind, headers
 
 
-@pytest.mark.xfail(
-    strict=True, reason=FINDING_3.format("two poison messages (nested JSON, lone surrogate)")
-)
 @pytest.mark.scenario(POISON)
 def test_nothing_is_lost_counting_the_poison_messages(outcome: PoisonRun) -> None:
     assert_settled_once(outcome.tally)

@@ -185,43 +185,9 @@ async def _hostile(rig: Rig) -> WebhookRun:
     await poll(forge_for_new_calls, timeout_s=90, what="live calls to forge webhooks for")
     settled = await rig.settle(timeout_s=90)
 
-    # Replays and contradictions of settled calls, signed with the real secret.
     queued_ids = {rid: e.body["call_id"] for rid, e in rig.recorder.first("call.queued").items()}
-    for request_id in list(queued_ids)[:REPLAYED]:
-        async with httpx.AsyncClient(
-            base_url=sandbox.base_url, headers=sandbox.process.headers, timeout=10
-        ) as client:
-            details = (await client.get(f"/v1/calls/{queued_ids[request_id]}")).json()
-        genuine = json.dumps(details, separators=(",", ":")).encode()
-        for _ in range(2):
-            answers["replayed"].append(
-                await post_webhook(service, genuine, sign(rig.webhook_secret, genuine))
-            )
-        flipped = dict(
-            details,
-            status="busy" if details.get("status") != "busy" else "completed",
-            answered_by="no-answer",
-        )
-        contradicting = json.dumps(flipped).encode()
-        answers["contradicting"].append(
-            await post_webhook(service, contradicting, sign(rig.webhook_secret, contradicting))
-        )
-
-    # Fuzzed bodies, half signed.
-    call_ids = list(queued_ids.values())
-    async with httpx.AsyncClient(timeout=10) as client:
-        for _ in range(FUZZED):
-            body = fuzz_body(rng, call_ids)
-            if rng.random() < 0.5:
-                signature = sign(rig.webhook_secret, body)
-                answers["fuzzed_signed"].append(
-                    await post_webhook(service, body, signature, client)
-                )
-            else:
-                signature = f"{rng.getrandbits(256):064x}"
-                answers["fuzzed_unsigned"].append(
-                    await post_webhook(service, body, signature, client)
-                )
+    await _replay_and_contradict(rig, service, sandbox, queued_ids, answers)
+    await _fuzz(rig, service, rng, list(queued_ids.values()), answers)
     big = b'{"call_id":"' + b"x" * (5 * 1024 * 1024) + b'"}'
     answers["too_large"].append(await post_webhook(service, big, sign(rig.webhook_secret, big)))
 
@@ -370,10 +336,6 @@ def test_fuzzed_webhooks_never_get_a_5xx_and_unsigned_ones_get_401(outcome: Webh
     assert outcome.ready_after == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: a signed webhook nested 1,000 levels deep gets HTTP 500 (RecursionError)",
-)
 @pytest.mark.scenario(HOSTILE)
 def test_a_signed_deeply_nested_webhook_is_a_400(outcome: WebhookRun) -> None:
     assert [code for code, _ in outcome.answers["nested"]] == [400], outcome.answers["nested"]
@@ -401,14 +363,61 @@ def test_webhooks_racing_the_commit_lose_nothing(outcome: EarlyRun) -> None:
     assert_settled_once(outcome.tally)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: on PostgreSQL a webhook that arrives while the dispatcher commits the call "
-    "id is answered 200 unknown_call and dropped; the outcome comes only by polling",
-)
 @pytest.mark.scenario(RACE_POSTGRES)
 def test_a_webhook_racing_the_commit_is_kept(outcome: EarlyRun) -> None:
     assert outcome.webhooks_metric.get('{result="unknown_call"}', 0.0) == 0.0, (
         outcome.webhooks_metric
     )
     assert set(outcome.sources) == {"webhook"}, outcome.sources
+
+
+async def _replay_and_contradict(
+    rig: Rig,
+    service: Any,
+    sandbox: Any,
+    queued_ids: dict[str, str],
+    answers: dict[str, list[tuple[int, str]]],
+) -> None:
+    """Replays and contradictions of settled calls, signed with the real secret."""
+    for request_id in list(queued_ids)[:REPLAYED]:
+        async with httpx.AsyncClient(
+            base_url=sandbox.base_url, headers=sandbox.process.headers, timeout=10
+        ) as client:
+            details = (await client.get(f"/v1/calls/{queued_ids[request_id]}")).json()
+        genuine = json.dumps(details, separators=(",", ":")).encode()
+        for _ in range(2):
+            answers["replayed"].append(
+                await post_webhook(service, genuine, sign(rig.webhook_secret, genuine))
+            )
+        flipped = dict(
+            details,
+            status="busy" if details.get("status") != "busy" else "completed",
+            answered_by="no-answer",
+        )
+        contradicting = json.dumps(flipped).encode()
+        answers["contradicting"].append(
+            await post_webhook(service, contradicting, sign(rig.webhook_secret, contradicting))
+        )
+
+
+async def _fuzz(
+    rig: Rig,
+    service: Any,
+    rng: Any,
+    call_ids: list[str],
+    answers: dict[str, list[tuple[int, str]]],
+) -> None:
+    """Fuzzed bodies, half signed."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(FUZZED):
+            body = fuzz_body(rng, call_ids)
+            if rng.random() < 0.5:
+                signature = sign(rig.webhook_secret, body)
+                answers["fuzzed_signed"].append(
+                    await post_webhook(service, body, signature, client)
+                )
+            else:
+                signature = f"{rng.getrandbits(256):064x}"
+                answers["fuzzed_unsigned"].append(
+                    await post_webhook(service, body, signature, client)
+                )
