@@ -10,8 +10,30 @@ import pytest
 from aiormq.abc import DeliveredMessage
 
 from tests.conftest import Broker
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
+
+
+async def next_message(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message the queue hands out (acked), once there is one."""
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def fetched() -> bool:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            got.append(message)
+        return bool(got)
+
+    await until(fetched, f"a message in {queue.name}")
+    return got[0]
+
+
+async def ready(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
+    """Messages ready in the queue (a passive declare on the underlying channel, not cached)."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(name, passive=True)
+    return declared.message_count or 0
 
 
 async def test_an_unroutable_publish_is_silent_unless_returns_raise(broker: Broker) -> None:
@@ -63,8 +85,9 @@ async def test_process_rejects_without_requeue_and_the_message_is_gone(broker: B
         with pytest.raises(RuntimeError):
             async with message.process():  # defaults: requeue=False
                 raise RuntimeError("handler bug")
-        await asyncio.sleep(0.2)
-        assert await queue.get(fail=False) is None  # dropped: no trace anywhere
+        # A marker published after the reject: a requeued message would come out before it.
+        await channel.default_exchange.publish(aio_pika.Message(b"marker"), routing_key=name)
+        assert (await next_message(queue)).body == b"marker"  # dropped: no trace anywhere
 
 
 @pytest.mark.parametrize("requeue_how", ["reject", "nack"])
@@ -123,9 +146,13 @@ async def test_a_delivery_held_after_cancelling_the_consumer_can_still_be_acked(
         tag = await queue.consume(got.put, no_ack=False)
         message = await asyncio.wait_for(got.get(), 5)
         await queue.cancel(tag)
-        await asyncio.sleep(0.5)
+        # A marker confirmed after the cancel: by then the queue has applied the cancel, and a
+        # delivery given back would be ready beside it.
+        await channel.default_exchange.publish(aio_pika.Message(b"marker"), routing_key=name)
+        assert await ready(channel, name) == 1
         await message.ack()
-        await asyncio.sleep(0.2)
+        # An unknown delivery tag would have closed the channel before the get answers.
+        assert (await next_message(queue)).body == b"marker"
         assert await queue.get(fail=False) is None
         assert not channel.is_closed
 

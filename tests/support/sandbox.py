@@ -57,6 +57,11 @@ def free_port() -> int:
         return port
 
 
+def is_quiet(counts: dict[str, Any]) -> bool:
+    """No work in progress in these /_sandbox/counts."""
+    return not (counts["posts_in_flight"] or counts["live_calls"] or counts["pending_webhooks"])
+
+
 def command_line(options: dict[str, Any]) -> list[str]:
     """`python -m sandbox` with the options as flags."""
     argv = [sys.executable, "-m", "sandbox"]
@@ -111,9 +116,13 @@ class SandboxProcess:
         return calls
 
     def counts(self) -> dict[str, Any]:
-        """{total, by_number, rejected, active, max_active}."""
+        """Calls, rejections, concurrency and work in progress (GET /_sandbox/counts)."""
         counts: dict[str, Any] = self._get("/_sandbox/counts")
         return counts
+
+    def quiet(self) -> bool:
+        """No POST being answered, no live call, no webhook pending: nothing more will happen."""
+        return is_quiet(self.counts())
 
     def requests(self) -> list[dict[str, Any]]:
         """Every POST /v1/calls the sandbox received: outcome, status_code, phone_number,
@@ -181,6 +190,10 @@ class SandboxProcess:
         """Async counts()."""
         counts: dict[str, Any] = await self._aget("/_sandbox/counts")
         return counts
+
+    async def aquiet(self) -> bool:
+        """Async quiet()."""
+        return is_quiet(await self.acounts())
 
     async def arequests(self) -> list[dict[str, Any]]:
         """Async requests()."""
