@@ -17,6 +17,7 @@ from service.bus.topology import declare
 from service.ledger import Ledger
 from service.ledger.migrate import upgrade
 from service.settings import Settings
+from tests.support.waits import DEADLINE_S
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Tap:
         return [s for s in self.seen if s.routing_key == routing_key]
 
     async def wait_for(
-        self, predicate: Callable[[list[Seen]], bool], timeout_s: float = 10.0
+        self, predicate: Callable[[list[Seen]], bool], timeout_s: float = DEADLINE_S
     ) -> list[Seen]:
         """Wait until the predicate holds for everything seen so far."""
         deadline = time.monotonic() + timeout_s

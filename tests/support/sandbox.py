@@ -36,6 +36,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.waits import DEADLINE_S
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 20.0
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -159,7 +161,7 @@ class SandboxProcess:
         return call
 
     def wait_until(
-        self, predicate: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.05
+        self, predicate: Callable[[], bool], timeout_s: float = DEADLINE_S, interval_s: float = 0.05
     ) -> None:
         """Poll `predicate` until it holds; fail the test after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
