@@ -10,23 +10,9 @@ import pytest
 from aiormq.abc import DeliveredMessage
 
 from tests.conftest import Broker
-from tests.support.waits import until
+from tests.support.bus import next_message
 
 pytestmark = pytest.mark.integration
-
-
-async def next_message(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
-    """The next message the queue hands out (acked), once there is one."""
-    got: list[aio_pika.abc.AbstractIncomingMessage] = []
-
-    async def fetched() -> bool:
-        message = await queue.get(fail=False, no_ack=True)
-        if message is not None:
-            got.append(message)
-        return bool(got)
-
-    await until(fetched, f"a message in {queue.name}")
-    return got[0]
 
 
 async def ready(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
@@ -120,12 +106,7 @@ async def test_every_requeue_counts_toward_the_delivery_limit(
                 await message.nack(requeue=True)
         assert counts == [0, 1, 2, 3]
         dead_queue = await channel.get_queue(dead, ensure=False)
-        dead_message = None
-        for _ in range(250):  # dead-lettering is asynchronous
-            if (dead_message := await dead_queue.get(fail=False)) is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert dead_message is not None
+        dead_message = await next_message(dead_queue)  # dead-lettering is asynchronous
         assert dead_message.headers["x-first-death-reason"] == "delivery_limit"
 
 
