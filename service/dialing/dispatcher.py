@@ -77,6 +77,7 @@ class Dispatcher:
         self.stop_canceled = stop_canceled
         self.problem: str | None = None  # set while Bland refuses our account
         self.failures = 0  # consecutive rounds the ledger failed
+        self.rounds = 0  # claim rounds completed: evidence that the loop has moved on
         self._policy = RetryPolicy(settings.retry_backoff_base_s, settings.retry_backoff_max_s)
         # Consecutive dials that failed for a reason not about the request: hold every claim.
         self._setbacks = Backoff(self._policy.base_s, self._policy.cap_s, jitter=True, draw=draw)
@@ -160,6 +161,7 @@ class Dispatcher:
                 continue
             retry.reset()
             self.failures = 0
+            self.rounds += 1
             if not full:
                 await self._idle(self.settings.dispatch_idle_s)
             elif claimed == 0:
