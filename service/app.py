@@ -12,7 +12,7 @@ import structlog
 import uvicorn
 
 from service.backoff import Backoff
-from service.bus.connection import BROKER_ERRORS
+from service.bus.connection import BROKER_ERRORS, broker_config_error
 from service.composition import Parts
 from service.errors import ConfigError, StoreUnavailableError
 from service.ledger import Ledger
@@ -137,6 +137,9 @@ class App:
             try:
                 result = await start()
             except RETRYABLE as exc:
+                problem = broker_config_error(exc, self.settings.amqp_url.get_secret_value())
+                if problem is not None:
+                    raise problem from exc
                 reason = mask_text(str(exc)) or type(exc).__name__
                 self.parts.health.waiting[part] = f"unreachable: {reason}"
                 delay_s = retry.next_s()

@@ -27,7 +27,10 @@ SECRET_FIELDS = ("bland_api_key", "webhook_secret", "amqp_url", "database_url")
 def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
     """Fill a secret from `DIALER_<NAME>_FILE` (the Kubernetes/Docker secret-file convention)."""
     for name in SECRET_FIELDS:
-        path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        path = os.environ.get(f"{variable}_FILE")
+        if path and os.environ.get(variable):
+            raise ValueError(f"{variable} and {variable}_FILE are both set: keep one")
         if path and values.get(name) is None:
             try:
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
@@ -123,6 +126,34 @@ class Settings(BaseSettings):
     def _secret_files(cls, data: Any) -> Any:
         return _read_secret_files(dict(data)) if isinstance(data, dict) else data
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("amqp", "amqps"):
+            raise ValueError(
+                f"must be an amqp:// or amqps:// URL (got {scheme or 'no'} scheme), "
+                "e.g. amqp://user:password@host:5672/vhost"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            return value
+        if scheme.startswith("postgres"):
+            raise ValueError(
+                f"{scheme}:// needs a driver: use postgresql+asyncpg://user:password@host/db"
+            )
+        raise ValueError(
+            f"unsupported scheme {scheme or '(none)'}://: use postgresql+asyncpg://... "
+            "(or sqlite+aiosqlite:///path, or leave it unset for the SQLite file)"
+        )
+
     @field_validator("bland_base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
@@ -158,11 +189,16 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "settings"
-            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+        raise ConfigError("; ".join(_problem(err) for err in exc.errors())) from exc
+
+
+def _problem(err: Any) -> str:
+    """One validation error as `DIALER_NAME: what is wrong` (pydantic's prefix dropped)."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a model-level check names its variables itself
+        return message
+    field = ".".join(str(part) for part in err["loc"])
+    return f"{ENV_PREFIX}{field.upper()}: {message}"
 
 
 _DESCRIPTIONS: dict[str, str] = {

@@ -86,6 +86,8 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
         self._task: asyncio.Task[None] | None = None
+        metrics.concurrency_cap.set(settings.max_concurrent_calls)
+        metrics.rate_limit.set(settings.max_calls_per_second)
 
     @property
     def ready(self) -> bool:
@@ -198,6 +200,7 @@ class Dispatcher:
         return len(claims), len(claims) == limit and admission.limited_by is None
 
     def _count_wait(self, limited_by: str | None) -> None:
+        self.metrics.limited_by = limited_by  # what /metrics reports as holding due work back
         if limited_by is not None:
             self.metrics.limit_waits.labels(limited_by).inc()
 

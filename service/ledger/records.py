@@ -161,6 +161,7 @@ class LedgerCounts:
     by_state: dict[str, int]
     outbox_pending: int
     active_slots: int
+    due: int = 0  # pending requests whose not_before has passed
 
 
 LimitName = Literal["concurrency", "rate"]
