@@ -9,13 +9,14 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
 
 from bench.common import Run, bodies, cpu_seconds, percentile, publish
-from bench.rig import Rig, Service, delete_queue, wait_until
+from bench.rig import SCRAPE_S, Rig, Service, delete_queue, wait_until
 from sandbox.webhooks import SIGNATURE_HEADER, encode, sign
 
 FAR_FUTURE = "2100-01-01T00:00:00Z"
@@ -54,14 +55,16 @@ async def baseline(rig: Rig, mode: str, count: int) -> Run:
 # ------------------------------------------------------------------ drains of a preloaded queue
 
 
-async def drain(rig: Rig, database: str, count: int, *, dial: bool) -> Run:
+async def drain(
+    rig: Rig, database: str, count: int, *, dial: bool, code_dir: Path | None = None
+) -> Run:
     """Preload `count` requests, start the service, time it to the last accept or call.queued.
 
     Ingest-only requests carry a far `not_before`: consumed, validated, committed, acked, and
     never due.
     """
     kind = "end to end" if dial else "ingest"
-    service = Service(rig, database, f"{kind.replace(' ', '-')}-{database}")
+    service = Service(rig, database, f"{kind.replace(' ', '-')}-{database}", code_dir=code_dir)
     try:
         await service.prepare()
         if dial:
@@ -77,7 +80,8 @@ async def drain(rig: Rig, database: str, count: int, *, dial: bool) -> Run:
     finally:
         await service.close()
     cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
-    return Run(f"ours {kind}, {label(database)}", count, finished - started, cpu, peak)
+    name = f"ours {kind}, {label(database)}" + (" (before)" if code_dir else "")
+    return Run(name, count, finished - started, cpu, peak)
 
 
 def label(database: str) -> str:
@@ -181,7 +185,7 @@ async def backlog(rig: Rig, database: str, count: int, ingest_per_s: float) -> R
         while dialed < count and time.monotonic() < deadline:
             dialed = await service.published("call.queued")
             samples.append((dialed, service.cpu_s() or 0.0))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(SCRAPE_S)
         seconds = time.perf_counter() - started
         rss_drained, peak = service.rss_mib(), service.peak_rss_mib()
     finally:

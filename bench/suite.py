@@ -33,24 +33,29 @@ RAW, NAIVE = "A raw aio-pika drain", "B naive pipeline"
 ROUND_VARIANTS = ("raw", "naive", "ingest-sqlite", "ingest-postgres", "e2e-sqlite", "e2e-postgres")
 
 
-def variant(rig: Rig, key: str, count: int) -> Callable[[], Awaitable[Run]]:
+def variant(rig: Rig, key: str, count: int, args_before: list[str]) -> Callable[[], Awaitable[Run]]:
     """The coroutine factory of a round variant."""
     if key in ("raw", "naive"):
         return lambda: scenarios.baseline(rig, key, count)
-    kind, database = key.split("-")
-    return lambda: scenarios.drain(rig, database, count, dial=kind == "e2e")
+    kind, database, *before = key.split("-")
+    code_dir = Path(args_before[0]) if before and args_before else None
+    return lambda: scenarios.drain(rig, database, count, dial=kind == "e2e", code_dir=code_dir)
 
 
 async def rounds(rig: Rig, args: argparse.Namespace) -> list[list[Run]]:
     """Every round variant once per round, the order rotated each round."""
-    keys = [k for k in ROUND_VARIANTS if not args.only or k in args.only]
+    keys = list(ROUND_VARIANTS)
+    if args.before:
+        keys += [f"{k}-before" for k in ROUND_VARIANTS if k.startswith(("ingest", "e2e"))]
+    keys = [k for k in keys if not args.only or k in args.only]
     done: list[list[Run]] = []
     for number in range(args.rounds):
         shift = number % len(keys)
         order = keys[shift:] + keys[:shift]
         runs = []
         for key in order:
-            run = await variant(rig, key, args.requests)()
+            before = [args.before] if args.before else []
+            run = await variant(rig, key, args.requests, before)()
             print(f"  round {number + 1}: {run.variant:34} {run.per_s:8.0f} /s", flush=True)
             runs.append(run)
         done.append(runs)
@@ -233,6 +238,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--json", default="var/bench/latest.json")
+    parser.add_argument(
+        "--before",
+        help="a checkout of an earlier version: its ingest and end-to-end rows join the rounds",
+    )
     parser.add_argument("--profile", action="store_true", help="services under cProfile")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
