@@ -205,7 +205,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "amqp_url": "RabbitMQ URL (amqp:// or amqps://).",
     "amqp_heartbeat_s": "AMQP heartbeat asked of the broker unless the URL sets `heartbeat`: a link that went silent is dropped and reconnected after about twice this (0: none).",
     "database_url": "Ledger URL: `postgresql+asyncpg://...` for replicas; unset = SQLite file in the data dir.",
-    "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more).",
+    "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more). SQLite uses at most 2: it has one writer.",
     "data_dir": "Where the embedded SQLite ledger lives.",
     "prefix": "Name prefix of every exchange and queue (`dialer.requests`, `dialer.events`, `dialer.dead`).",
     "bland_api_key": "Bland API key, sent as `Authorization`.",

@@ -20,6 +20,7 @@ from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
+from service.dialing.recorder import QueuedRecorder
 from service.errors import StoreUnavailableError
 from service.ledger import Accepted, CallToStop, Claim, Ledger, NewCall
 from service.logs import mask_phone
@@ -85,6 +86,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
+        self._queued = QueuedRecorder(ledger, clock)
         self._task: asyncio.Task[None] | None = None
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
         metrics.rate_limit.set(settings.max_calls_per_second)
@@ -257,7 +259,7 @@ class Dispatcher:
     async def _record_queued(self, claim: Claim, call_id: str) -> DialResult:
         self._setbacks.reset()
         self.problem = None
-        queued = await self.ledger.record_queued(claim, call_id, self.clock())
+        queued = await self._queued.record(claim, call_id)
         if not queued.recorded:
             # The row moved on without us (e.g. a webhook settled it first); nothing to redo.
             log.warning("queued_claim_stale", request_id=claim.request_id, call_id=call_id)

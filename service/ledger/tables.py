@@ -101,7 +101,6 @@ requests = Table(
     Column("stop_sent_at", UTCDateTime),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
-    Index("ix_requests_due", "state", "priority", "not_before"),
     Index("ix_requests_expiry", "state", "expires_at"),
     Index("ix_requests_check", "state", "next_check_at"),
     Index("ix_requests_started", "state", "attempt_started_at"),
@@ -109,6 +108,17 @@ requests = Table(
     Index("ix_requests_phone", "phone_number", "attempt_started_at"),
     Index("ix_requests_stop", "state", "cancel_requested_at"),
     Index("ix_requests_finished", "state", "updated_at"),
+)
+
+# The claim's order (priority first, then oldest due), so that taking the next due rows reads
+# only those rows, however many are pending; the same columns serve "anything due?".
+Index(
+    "ix_requests_claim",
+    requests.c.state,
+    requests.c.priority.desc(),
+    requests.c.not_before,
+    requests.c.created_at,
+    requests.c.request_id,
 )
 
 attempts = Table(
