@@ -115,3 +115,32 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.calls_deferred = Counter(
+            "dialer_calls_deferred_total",
+            "Requests that wait in the ledger for a compliance reason, by reason (calling_window: "
+            "call.deferred until the window opens; same_number: held 10 s after a call to it).",
+            ["reason"],
+            registry=r,
+        )
+        self.bland_429 = Counter(
+            "dialer_bland_429_total",
+            "429 answers from Bland to POST /v1/calls, by kind (rate_limit: every replica pauses "
+            "and the pace drops; same_number: only that request waits).",
+            ["kind"],
+            registry=r,
+        )
+        self.pace = Gauge(
+            "dialer_pace_factor",
+            "The shared pace (1 = the configured rate); repeated 429s halve it, quiet time restores it.",
+            registry=r,
+        )
+        self.concurrency_cap = Gauge(
+            "dialer_concurrency_cap",
+            "DIALER_MAX_CONCURRENT_CALLS, to compare with dialer_active_calls.",
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            "dialer_rate_limit_calls_per_second",
+            "The dial rate in force: DIALER_MAX_CALLS_PER_SECOND times the pace.",
+            registry=r,
+        )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -173,6 +174,20 @@ admission = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("updated_at", UTCDateTime),
+    # Bland's 429 "Rate limit exceeded": every replica pauses until then and slows its pace.
+    Column("paused_until", UTCDateTime),
+    Column("pace_factor", Float, nullable=False, server_default="1"),
+    Column("pace_changed_at", UTCDateTime),
+)
+
+# The do-not-call list, checked at dial time (E.164 numbers).
+do_not_call = Table(
+    "do_not_call",
+    metadata,
+    Column("phone_number", String(32), primary_key=True),
+    Column("reason", String(255)),
+    Column("source", String(255)),  # the request id or "cli"
+    Column("added_at", UTCDateTime, nullable=False),
 )
 
 ADMISSION_ROW_ID = 1
