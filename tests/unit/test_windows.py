@@ -42,8 +42,9 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(name: str, year: int, month: int, day: int, hour: int, minute: int) -> datetime:
-    """A wall-clock instant in a zone, as UTC."""
+def local(name: str, *parts: int) -> datetime:
+    """A wall-clock instant (year, month, day, hour, minute) in a zone, as UTC."""
+    year, month, day, hour, minute = parts
     return datetime(year, month, day, hour, minute, tzinfo=zone(name)).astimezone(UTC)
 
 
