@@ -17,7 +17,7 @@ IMPORT_CHUNK = 500
 
 
 @dataclass(frozen=True)
-class DncRequest:
+class DncSource:
     """Who asked (a `dnc.add` / `dnc.remove` request), for the `dnc.updated` event."""
 
     request_id: str
@@ -44,7 +44,7 @@ class DoNotCall(LedgerBase):
         *,
         reason: str | None,
         now: datetime,
-        request: DncRequest | None = None,
+        request: DncSource | None = None,
         source: str | None = None,
     ) -> bool:
         """List the number; True when it was not listed yet. A bus request gets `dnc.updated`."""
@@ -67,7 +67,7 @@ class DoNotCall(LedgerBase):
             return not listed
 
     async def dnc_remove(
-        self, phone_number: str, *, now: datetime, request: DncRequest | None = None
+        self, phone_number: str, *, now: datetime, request: DncSource | None = None
     ) -> bool:
         """Take the number off the list; True when it was listed."""
         async with self._write() as conn:
@@ -133,7 +133,7 @@ class DoNotCall(LedgerBase):
     async def _ack(
         self,
         conn: AsyncConnection,
-        request: DncRequest | None,
+        request: DncSource | None,
         *,
         phone_number: str,
         action: str,
