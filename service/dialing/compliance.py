@@ -106,6 +106,10 @@ def _window_verdict(
     zones = (zone,) if zone else zones_for_number(candidate.phone_number)
     if not zones:
         return Screened(rid, "suppress", "no_time_zone", rule=rule)
+    if candidate.starts_at is not None and candidate.starts_at > now:
+        if open_in_all(window, zones, candidate.starts_at):
+            return None
+        return Screened(rid, "suppress", "start_time_outside_window", rule=f"{rule} {window}")
     if open_in_all(window, zones, now):
         return None
     opening = next_opening(window, zones, now)

@@ -215,6 +215,7 @@ class Candidate:
     request_id: str
     phone_number: str
     options: DialerOptions
+    starts_at: datetime | None = None  # Bland's `start_time`: the call runs then, not now
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schemas.call import parse_start_time
 from schemas.envelope import DialerOptions
 from schemas.events import CallDeferred, CallSuppressed
 from service.ledger.announcements import event_ids
@@ -25,7 +27,9 @@ DAY = timedelta(hours=24)
 def candidate_of(row: Any) -> Candidate:
     """The screen's view of a due row."""
     options = DialerOptions.model_validate_json(row.options) if row.options else DialerOptions()
-    return Candidate(request_id=row.request_id, phone_number=row.phone_number, options=options)
+    start = json.loads(row.body or "{}").get("start_time")
+    starts_at = parse_start_time(start) if isinstance(start, str) else None
+    return Candidate(row.request_id, row.phone_number, options, starts_at)
 
 
 class Screening(DoNotCall):
