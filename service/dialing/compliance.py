@@ -107,15 +107,31 @@ def _window_verdict(
     if not zones:
         return Screened(rid, "suppress", "no_time_zone", rule=rule)
     if candidate.starts_at is not None and candidate.starts_at > now:
-        if open_in_all(window, zones, candidate.starts_at):
-            return None
-        return Screened(rid, "suppress", "start_time_outside_window", rule=f"{rule} {window}")
-    if open_in_all(window, zones, now):
-        return None
+        return _scheduled_verdict(candidate, window, zones, rule)
+    return _open_or_deferred(rid, window, zones, rule, now)
+
+
+def _open_or_deferred(
+    rid: str, window: Window, zones: tuple[str, ...], rule: str, now: datetime
+) -> Screened | None:
+    """None when open now; else deferred to the next opening (suppressed when there is none)."""
     opening = next_opening(window, zones, now)
+    if opening == now:
+        return None
     if opening is None:
         return Screened(rid, "suppress", "no_calling_window", rule=f"{rule} {window}")
     return Screened(rid, "defer", "calling_window", opening, rule=f"{rule} {window}")
+
+
+def _scheduled_verdict(
+    candidate: Candidate, window: Window, zones: tuple[str, ...], rule: str
+) -> Screened | None:
+    """A call Bland starts at `start_time`: the window must be open then, not now."""
+    assert candidate.starts_at is not None  # noqa: S101 - the caller checked
+    if open_in_all(window, zones, candidate.starts_at):
+        return None
+    reason = "start_time_outside_window"
+    return Screened(candidate.request_id, "suppress", reason, rule=f"{rule} {window}")
 
 
 def screen_round(
