@@ -49,6 +49,14 @@ class DialerOptions(BaseModel):
     recipient_timezone: str | None = Field(
         None, description="IANA zone of the recipient when the number's zone is unknown."
     )
+    campaign_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Campaign this call belongs to: campaigns share the limits by weighted fair share.",
+    )
+    campaign_weight: float = Field(
+        1.0, gt=0, le=1000, description="The campaign's weight in the fair share (default 1)."
+    )
 
     @field_validator("recipient_timezone")
     @classmethod

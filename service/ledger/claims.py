@@ -122,7 +122,9 @@ class Claims(Screening, Intake):
         if screen is not None:
             screened, rows = await self._screened(conn, rows, now, decision.admitted, screen)
             decision = replace(decision, screened=tuple(screened))
-        claims = await self._take(conn, limits.owner, now, rows[: decision.admitted], limits)
+        taken = rows[: decision.admitted]
+        await self._advance_virtual_time(conn, taken)
+        claims = await self._take(conn, limits.owner, now, taken, limits)
         return claims, decision
 
     async def note_throttled(self, now: datetime, pause_s: float) -> float:
@@ -213,6 +215,7 @@ class Claims(Screening, Intake):
             )
             .order_by(
                 requests.c.priority.desc(),
+                requests.c.fair_vt,
                 requests.c.not_before,
                 requests.c.created_at,
                 requests.c.request_id,

@@ -100,6 +100,10 @@ requests = Table(
     # A cancel that came while Bland may hold the call; the stop is retried until Bland accepts it.
     Column("cancel_requested_at", UTCDateTime),
     Column("stop_sent_at", UTCDateTime),
+    # Weighted fair share across campaigns (service.ledger.fairness): claims take the lowest
+    # virtual time first within a priority.
+    Column("fair_key", String(REQUEST_ID_LEN + 16)),
+    Column("fair_vt", Float, nullable=False, server_default="0"),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
     Index("ix_requests_due", "state", "priority", "not_before"),
@@ -110,6 +114,8 @@ requests = Table(
     Index("ix_requests_phone", "phone_number", "attempt_started_at"),
     Index("ix_requests_stop", "state", "cancel_requested_at"),
     Index("ix_requests_finished", "state", "updated_at"),
+    Index("ix_requests_fair", "state", "priority", "fair_vt"),
+    Index("ix_requests_fair_key", "fair_key", "fair_vt"),
 )
 
 attempts = Table(
@@ -178,6 +184,7 @@ admission = Table(
     Column("paused_until", UTCDateTime),
     Column("pace_factor", Float, nullable=False, server_default="1"),
     Column("pace_changed_at", UTCDateTime),
+    Column("virtual_time", Float, nullable=False, server_default="0"),
 )
 
 # The do-not-call list, checked at dial time (E.164 numbers).

@@ -246,3 +246,35 @@ async def test_a_call_scheduled_into_a_closed_window_is_suppressed(ledger: Ledge
     assert await r.ids(ny(12)) == []
     (ev,) = [e for e in await events(ledger, "night") if isinstance(e, CallSuppressed)]
     assert ev.reason == "start_time_outside_window"
+
+
+async def test_single_calls_are_not_starved_behind_a_ten_thousand_row_campaign(
+    ledger: Ledger,
+) -> None:
+    r = rounds(ledger, calling_window="00:00-24:00", max_calls_per_number_24h=0)
+    t0 = ny(10)
+    campaign = [call(f"camp-{i:05d}", f"+1212{i:07d}", campaign_id="big") for i in range(10_000)]
+    for start in range(0, len(campaign), 1000):
+        await ledger.accept_calls(campaign[start : start + 1000], t0)
+    assert await r.ids(t0, limit=10)  # the campaign is being dialed
+    singles = [call(f"single-{i:02d}", f"+1312555{i:04d}") for i in range(20)]
+    await ledger.accept_calls(singles, t0 + timedelta(seconds=1))
+    taken: list[str] = []
+    for n in range(1, 6):
+        taken += await r.ids(t0 + timedelta(seconds=1 + n), limit=10)
+    # Each single call is a share of its own: all 20 go within the next few rounds.
+    assert {f"single-{i:02d}" for i in range(20)} <= set(taken[:40])
+
+
+async def test_two_campaigns_share_by_weight(ledger: Ledger) -> None:
+    r = rounds(ledger, calling_window="00:00-24:00", max_calls_per_number_24h=0)
+    t0 = ny(10)
+    big = [call(f"a{i:04d}", f"+1212{i:07d}", campaign_id="a") for i in range(300)]
+    await ledger.accept_calls(big, t0)
+    heavy = [
+        call(f"b{i:04d}", f"+1312{i:07d}", campaign_id="b", campaign_weight=3) for i in range(300)
+    ]
+    await ledger.accept_calls(heavy, t0 + timedelta(seconds=1))
+    taken = await r.ids(t0 + timedelta(seconds=2), limit=100)
+    from_b = sum(1 for rid in taken if rid.startswith("b"))
+    assert 70 <= from_b <= 80  # weight 3 against 1: three quarters

@@ -1,4 +1,4 @@
-"""Limits and compliance: the do-not-call list and the shared pause and pace of Bland's 429s.
+"""Limits and compliance: do-not-call list, shared 429 pause and pace, fair share across campaigns.
 
 Revision ID: 0005
 Revises: 0003
@@ -32,11 +32,23 @@ def upgrade() -> None:
         batch.add_column(sa.Column("paused_until", sa.DateTime(timezone=True)))
         batch.add_column(sa.Column("pace_factor", sa.Float(), nullable=False, server_default="1"))
         batch.add_column(sa.Column("pace_changed_at", sa.DateTime(timezone=True)))
+        batch.add_column(sa.Column("virtual_time", sa.Float(), nullable=False, server_default="0"))
+    with op.batch_alter_table("requests") as batch:
+        batch.add_column(sa.Column("fair_key", sa.String(208)))
+        batch.add_column(sa.Column("fair_vt", sa.Float(), nullable=False, server_default="0"))
+    op.create_index("ix_requests_fair", "requests", ["state", "priority", "fair_vt"])
+    op.create_index("ix_requests_fair_key", "requests", ["fair_key", "fair_vt"])
 
 
 def downgrade() -> None:
     """Drop them again."""
+    op.drop_index("ix_requests_fair_key", table_name="requests")
+    op.drop_index("ix_requests_fair", table_name="requests")
+    with op.batch_alter_table("requests") as batch:
+        batch.drop_column("fair_vt")
+        batch.drop_column("fair_key")
     with op.batch_alter_table("admission") as batch:
+        batch.drop_column("virtual_time")
         batch.drop_column("pace_changed_at")
         batch.drop_column("pace_factor")
         batch.drop_column("paused_until")
