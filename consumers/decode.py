@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumers.batches import BatchIds, CancelBatch, CreateBatch, plan_batch, plan_batch_cancel
 from schemas.call import to_bland_body
 from schemas.envelope import REQUEST_KINDS, CancelRequest, content_request_id, is_valid_request_id
 from schemas.validation import BlandValidationError, bland_messages, validate_call_create
@@ -145,7 +146,7 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------- what to do with a delivery
 
-SUPPORTED_KINDS = ("call.create", "call.cancel")
+SUPPORTED_KINDS = ("call.create", "call.cancel", "batch.create", "batch.cancel")
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,16 @@ class Plan:
     request_id: str
     correlation_id: str | None
     reply_to: str | None
-    action: Create | Cancel | Reject
+    action: Create | Cancel | Reject | CreateBatch | CancelBatch
     phone_number: str | None = None
 
 
-def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan:
+def plan(
+    delivery: Delivery,
+    max_body_bytes: int,
+    replace_webhook: bool,
+    default_dispatch: str = "expand",
+) -> Plan:
     """Decide what a delivery asks for; never raises for bad input."""
     decoded = decode(delivery, max_body_bytes)
     # A reply_to that was not readable as sent names no queue we could answer to.
@@ -199,6 +205,8 @@ def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan
         return _plan_create(decoded, delivery, replace_webhook)
     if kind == "call.cancel":
         return Plan(kind, rid, *ids, _cancel_action(decoded.body))
+    if kind in ("batch.create", "batch.cancel"):
+        return Plan(kind, rid, *ids, _batch_action(decoded, ids, replace_webhook, default_dispatch))
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
     return Plan(kind, rid, *ids, Reject("unsupported_kind", [error], dead_letter=False))
 
@@ -238,6 +246,27 @@ def _plan_create(decoded: Decoded, delivery: Delivery, replace_webhook: bool) ->
         publisher_webhook=publisher_webhook,
     )
     return Plan(decoded.kind, decoded.request_id, *ids, Create(call), model.phone_number)
+
+
+def _batch_action(
+    decoded: Decoded,
+    ids: tuple[str | None, str | None],
+    replace_webhook: bool,
+    default_dispatch: str,
+) -> CreateBatch | CancelBatch | Reject:
+    planned: CreateBatch | CancelBatch | list[str]
+    if decoded.kind == "batch.cancel":
+        planned = plan_batch_cancel(decoded.body)
+    else:
+        planned = plan_batch(
+            decoded.body,
+            BatchIds(decoded.request_id, *ids),
+            replace_webhook=replace_webhook,
+            default_dispatch=default_dispatch,
+        )
+    if isinstance(planned, list):
+        return Reject("invalid_request", planned, dead_letter=False)
+    return planned
 
 
 def _cancel_action(body: dict[str, Any]) -> Cancel | Reject:

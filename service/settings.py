@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     # Consumer
     prefetch: int = Field(64, ge=1, le=10_000)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     delivery_limit: int = Field(5, ge=1, le=1000)
 
     # Admission (the first, simple limits; the limits issue extends these)
@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     max_unknown_redials: int = Field(1, ge=0, le=5)
     stale_claim_margin_s: float = Field(30.0, ge=0)
     publisher_webhook_timeout_s: float = Field(5.0, gt=0)
+
+    # Batches
+    batch_dispatch: Literal["expand", "bland"] = "expand"
+    batch_settle_interval_s: float = Field(1.0, gt=0)
 
     # Outbox relay
     outbox_batch_size: int = Field(256, ge=1, le=10_000)
@@ -183,7 +187,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "http_host": "HTTP listen address (health, metrics, webhooks).",
     "http_port": "HTTP listen port.",
     "prefetch": "Unacked deliveries per consumer; requests are acked right after the ledger commit.",
-    "max_body_bytes": "Larger request bodies are dead-lettered unread.",
+    "max_body_bytes": "Larger request bodies are dead-lettered unread (`too_large`). 4 MiB holds a `batch.create` of well over 10,000 recipients of the seed's shape (about 100 bytes each); split larger batches.",
+    "batch_dispatch": "How batch recipients are dialed unless the batch's `dialer.dispatch` says: `expand` (one `POST /v1/calls` each, under the service's limits) or `bland` (Bland's `POST /v2/batches/create`, chunked).",
+    "batch_settle_interval_s": "How often open batches are checked for completion (`batch.completed` once every recipient is final).",
     "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
     "max_calls_per_second": "Dials started per second, across all replicas.",
