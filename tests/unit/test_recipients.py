@@ -29,7 +29,9 @@ def test_the_seed_example_fills_each_recipients_placeholders() -> None:
     assert all(isinstance(c, CallRequest) for c in calls)
     first = calls[0]
     assert first is not None
-    assert (first.task or "").startswith("You are calling Maria Lopez to remind them their Home Plus")
+    assert (first.task or "").startswith(
+        "You are calling Maria Lopez to remind them their Home Plus"
+    )
     assert "December 14" in (first.task or "")
     assert [r.phone_number for r in split.recipients] == [
         "+12125550142", "+13125550187", "+14155550123",
