@@ -82,6 +82,7 @@ async def assemble(
         settings, ledger, metrics, clock=clock, forward_transport=forward_transport
     )
     relay = OutboxRelay(settings, ledger, metrics, clock=clock)
+    batches = BatchRounds(settings, ledger, bland, metrics, clock=clock)
     consumer = RequestConsumer(
         settings,
         ledger,
@@ -89,6 +90,7 @@ async def assemble(
         accept=dispatcher.accept,
         stop_canceled=stops.stop,
         wake=dispatcher.wake,
+        stop_batches=batches.stop_bland,
         clock=clock,
     )
     health = Health(ledger, consumer, relay)
@@ -103,7 +105,7 @@ async def assemble(
         poller=OutcomePoller(settings, ledger, bland, metrics, clock=clock),
         reconciler=Reconciler(settings, ledger, bland, metrics, stops=stops, clock=clock),
         retention=Retention(settings, ledger, metrics, clock=clock),
-        batches=BatchRounds(settings, ledger, metrics, clock=clock),
+        batches=batches,
         webhooks=webhooks,
         relay=relay,
         consumer=consumer,

@@ -19,6 +19,7 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
+from service.dialing.batches import BatchSender
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.errors import StoreUnavailableError
 from service.ledger import Accepted, CallToStop, Claim, Ledger, NewCall
@@ -85,6 +86,11 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
         self._task: asyncio.Task[None] | None = None
+        self.batches = BatchSender(
+            settings, ledger, bland, metrics, clock=clock,
+            body=lambda claim: call_body(claim, settings.webhook_url),
+            record_failure=self._record,
+        )  # fmt: skip
 
     @property
     def ready(self) -> bool:
@@ -200,11 +206,17 @@ class Dispatcher:
             self.metrics.limit_waits.labels(limited_by).inc()
 
     def submit(self, claims: Sequence[Claim]) -> None:
-        """Start the POSTs of claims."""
+        """Start the POSTs of claims (recipients of `bland` dispatch: in Bland batches)."""
+        handed = [claim for claim in claims if claim.dispatch == "bland"]
+        if handed:
+            self._track(asyncio.create_task(self.batches.send(handed), name="bland-batch"))
         for claim in claims:
-            task = asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            if claim.dispatch != "bland":
+                self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
+
+    def _track(self, task: asyncio.Task[DialResult]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def dial(self, claim: Claim) -> DialResult:
         """POST one claimed request and record the result; returns the `calls_dialed` label."""

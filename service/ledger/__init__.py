@@ -6,6 +6,7 @@ from service.ledger.attempts import Attempts
 from service.ledger.batches import Batches
 from service.ledger.claims import Claims
 from service.ledger.engine import make_engine, mapped_errors
+from service.ledger.handoffs import Handoffs
 from service.ledger.outbox import OutboxStore
 from service.ledger.records import (
     Accepted,
@@ -30,10 +31,9 @@ from service.ledger.records import (
     Usage,
 )
 from service.ledger.retention import Purged, Purging
-from service.ledger.tracking import Tracking
 
 
-class Ledger(Claims, Batches, Attempts, Tracking, OutboxStore, Purging):
+class Ledger(Claims, Batches, Attempts, Handoffs, OutboxStore, Purging):
     """Every read and write of the ledger; each method is one transaction (docs/internals.md)."""
 
 

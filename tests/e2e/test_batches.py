@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration]
 SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-batch.json"
 RECIPIENT_FINALS = (*FINAL_EVENTS, "call.rejected")
 BATCH_ENV = {"DIALER_BATCH_SETTLE_INTERVAL_S": "0.2"}
-MODES = ["expand"]
+MODES = ["expand", "bland"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,19 @@ def by_index(bodies: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {int(b["recipient_index"]): b for b in bodies}
 
 
+def assert_dispatch(mode: str, brid: str, seen: list[Seen], truth: list[dict[str, Any]]) -> None:
+    """bland: every call came from a Bland batch named by a batch.queued; expand: none did."""
+    bland_ids = {c["batch_id"] for c in truth}
+    queued = of_batch(seen, brid, "batch.queued")
+    if mode == "expand":
+        assert bland_ids == {None}
+        assert queued == []
+        return
+    assert None not in bland_ids
+    assert {q["batch_id"] for q in queued} == bland_ids
+    assert sum(q["recipients"] for q in queued) == len(truth)
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_seed_example_makes_two_calls_with_the_placeholders_filled(
     mode: str, fast_sandbox: SandboxProcess, world: World
@@ -116,6 +129,7 @@ async def test_the_seed_example_makes_two_calls_with_the_placeholders_filled(
     assert {q["call_id"] for q in queued.values()} == {c["call_id"] for c in truth}
     finals = by_index(of_batch(world.tap.seen, brid, *FINAL_EVENTS))
     assert set(finals) == {0, 1}
+    assert_dispatch(mode, brid, world.tap.seen, truth)
     done = of_batch(world.tap.seen, brid, "batch.completed")[-1]
     assert done["calls_total"] == 2
     assert done["calls_successful"] + done["calls_failed"] == 2
@@ -143,6 +157,7 @@ async def test_a_thousand_recipients_with_ten_bad_numbers_and_a_republish(
     per_request = calls_by_request(truth)
     assert len(truth) == 990
     assert max(per_request.values()) == 1
+    assert_dispatch(mode, brid, world.tap.seen, truth)
     rejected = by_index(of_batch(world.tap.seen, brid, "call.rejected"))
     assert set(rejected) == invalid
     assert all(
