@@ -27,7 +27,7 @@ from tests.support.service import (
 pytestmark = [pytest.mark.integration]
 SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-batch.json"
 RECIPIENT_FINALS = (*FINAL_EVENTS, "call.rejected")
-BATCH_ENV = {"DIALER_BATCH_SETTLE_INTERVAL_S": "0.2"}
+BATCH_ENV = {"DIALER_BATCH_SETTLE_INTERVAL_S": "0.2", "DIALER_BATCH_POLL_INTERVAL_S": "0.5"}
 MODES = ["expand", "bland"]
 
 
@@ -183,12 +183,15 @@ async def test_a_thousand_recipients_with_ten_bad_numbers_and_a_republish(
     assert len(await fast_sandbox.aground_truth()) == 990  # nobody dialed again
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_lost_post_call_webhooks_are_made_up_by_polling(
-    sandbox_factory: SandboxFactory, world: World
+    mode: str, sandbox_factory: SandboxFactory, world: World
 ) -> None:
     sandbox = sandbox_factory(**FAST_SANDBOX)
     sandbox.set_faults(webhook_loss_share=0.1, webhook_retries=0)
-    await asyncio.to_thread(world.start, world.database_url, sandbox, **BATCH_ENV)
+    await asyncio.to_thread(
+        world.start, world.database_url, sandbox, DIALER_BATCH_DISPATCH=mode, **BATCH_ENV
+    )
     brid = f"lossy-{uuid.uuid4().hex}"
 
     await publish_batch(world.bus, brid, big_batch(100, set()))
@@ -202,12 +205,18 @@ async def test_lost_post_call_webhooks_are_made_up_by_polling(
     assert done["calls_total"] == 100 == done["calls_successful"] + done["calls_failed"]
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_cancel_halfway_dials_nobody_after_the_cancel(
-    sandbox_factory: SandboxFactory, world: World
+    mode: str, sandbox_factory: SandboxFactory, world: World
 ) -> None:
     sandbox = sandbox_factory(clock_speed=60.0, plan="enterprise", same_number_window_s=0)
     await asyncio.to_thread(
-        world.start, world.database_url, sandbox, DIALER_MAX_CONCURRENT_CALLS="2", **BATCH_ENV
+        world.start,
+        world.database_url,
+        sandbox,
+        DIALER_BATCH_DISPATCH=mode,
+        DIALER_MAX_CONCURRENT_CALLS="2",
+        **BATCH_ENV,
     )
     brid = f"slow-{uuid.uuid4().hex}"
     await publish_batch(world.bus, brid, big_batch(40, set()))
