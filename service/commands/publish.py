@@ -27,6 +27,7 @@ import aio_pika
 from schemas.envelope import REQUEST_KINDS, content_request_id, is_valid_request_id
 from service.bus.connection import BROKER_ERRORS, Names, cli_settings
 from service.bus.topology import declare
+from service.commands.batch_publish import batch_arguments, run_batch
 from service.logs import mask_phone
 from service.settings import Settings
 
@@ -268,11 +269,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-field", help="take each request id from this key (removed)")
     parser.add_argument("--id-salt", default="", help="new salt = new ids: dial the rows again")
     parser.add_argument("--dry-run", action="store_true", help="print ids, publish nothing")
+    batch_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse the file, publish, report."""
     settings = cli_settings(args)
+    if args.batch:
+        return run_batch(args, settings, csv_cell)
     if args.kind not in REQUEST_KINDS:
         print(f"dialer publish: --kind must be one of {', '.join(REQUEST_KINDS)}", file=sys.stderr)
         return 2
