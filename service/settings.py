@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     batch_settle_interval_s: float = Field(1.0, gt=0)
     bland_batch_chunk: int = Field(500, ge=1, le=10_000)
     batch_poll_interval_s: float = Field(5.0, gt=0)
+    coalesce_window_s: float = Field(0.0, ge=0, le=60)
 
     # Outbox relay
     outbox_batch_size: int = Field(256, ge=1, le=10_000)
@@ -193,6 +194,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "batch_dispatch": "How batch recipients are dialed unless the batch's `dialer.dispatch` says: `expand` (one `POST /v1/calls` each, under the service's limits) or `bland` (Bland's `POST /v2/batches/create`, chunked).",
     "bland_batch_chunk": "`bland` dispatch: most call objects in one `POST /v2/batches/create` (a claim round holds at most DIALER_DISPATCH_BATCH_SIZE recipients: raise both for big batches).",
     "batch_poll_interval_s": "`bland` dispatch: how often `GET /v1/calls?batch_id=` is asked for the calls of Bland batches whose recipients have no call id yet (lost webhooks); one not reported within DIALER_RECONCILE_GRACE_S is an unknown outcome, reconciled like a single call.",
+    "coalesce_window_s": "Beyond Bland: single `call.create` requests claimed within this many seconds of each other go out together as one `POST /v2/batches/create` (what they share in `global`), cutting API requests; each call waits up to the window. 0 = off (each call its own `POST /v1/calls`).",
     "batch_settle_interval_s": "How often open batches are checked for completion (`batch.completed` once every recipient is final).",
     "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -88,3 +89,34 @@ class BatchSender:
                 batch_ids, code=str(exc.http_status), reason=str(exc), now=self.clock()
             )
         return result
+
+
+class Coalescer:
+    """Single calls claimed within `window_s` of each other go out as one Bland batch.
+
+    Off unless DIALER_COALESCE_WINDOW_S is set: a call waits up to the window before its POST.
+    """
+
+    def __init__(
+        self,
+        window_s: float,
+        send: Callable[[Sequence[Claim]], Awaitable[DialResult]],
+        track: Callable[[asyncio.Task[DialResult]], None],
+    ) -> None:
+        self.window_s = window_s
+        self.send = send
+        self.track = track
+        self._held: list[Claim] = []
+        self._flush: asyncio.Task[DialResult] | None = None
+
+    def add(self, claims: Sequence[Claim]) -> None:
+        """Hold the claims; the first of a window starts its timer."""
+        self._held.extend(claims)
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._later(), name="coalesce")
+            self.track(self._flush)
+
+    async def _later(self) -> DialResult:
+        await asyncio.sleep(self.window_s)
+        claims, self._held, self._flush = self._held, [], None
+        return await self.send(claims)

@@ -19,7 +19,7 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
-from service.dialing.batches import BatchSender
+from service.dialing.batches import BatchSender, Coalescer
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.errors import StoreUnavailableError
 from service.ledger import Accepted, CallToStop, Claim, Ledger, NewCall
@@ -91,6 +91,11 @@ class Dispatcher:
             body=lambda claim: call_body(claim, settings.webhook_url),
             record_failure=self._record,
         )  # fmt: skip
+        self.coalescer = (
+            Coalescer(settings.coalesce_window_s, self.batches.send, self._track)
+            if settings.coalesce_window_s > 0
+            else None
+        )
 
     @property
     def ready(self) -> bool:
@@ -210,9 +215,12 @@ class Dispatcher:
         handed = [claim for claim in claims if claim.dispatch == "bland"]
         if handed:
             self._track(asyncio.create_task(self.batches.send(handed), name="bland-batch"))
-        for claim in claims:
-            if claim.dispatch != "bland":
-                self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
+        singles = [claim for claim in claims if claim.dispatch != "bland"]
+        if self.coalescer is not None and singles:
+            self.coalescer.add(singles)
+            return
+        for claim in singles:
+            self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
 
     def _track(self, task: asyncio.Task[DialResult]) -> None:
         self._inflight.add(task)

@@ -19,9 +19,11 @@ from tests.support.service import (
     FAST_SANDBOX,
     FINAL_EVENTS,
     StartService,
+    call_requests,
     calls_by_request,
     fictional_numbers,
     publish_many,
+    settled,
 )
 
 pytestmark = [pytest.mark.integration]
@@ -238,3 +240,25 @@ async def test_cancel_halfway_dials_nobody_after_the_cancel(
     assert done["canceled"] is True
     assert done["calls_total"] == 40
     assert done["calls_canceled"] >= len(never_dialed)
+
+
+async def test_coalescing_sends_single_calls_as_few_bland_batches(
+    fast_sandbox: SandboxProcess, world: World
+) -> None:
+    await asyncio.to_thread(
+        world.start, world.database_url, fast_sandbox,
+        DIALER_COALESCE_WINDOW_S="0.3", DIALER_DISPATCH_BATCH_SIZE="100", **BATCH_ENV,
+    )  # fmt: skip
+    requests = call_requests(60, id_prefix="single")
+    ids = {request_id for request_id, _ in requests}
+
+    await publish_many(world.bus, requests)
+    await world.tap.wait_for(lambda seen: settled(seen, ids), timeout_s=60)
+
+    truth = await fast_sandbox.aground_truth()
+    assert calls_by_request(truth) == dict.fromkeys(ids, 1)
+    bland_batches = {c["batch_id"] for c in truth}
+    assert None not in bland_batches
+    assert len(bland_batches) <= 10  # 60 calls, a handful of API requests
+    queued = {s.body["request_id"]: s.body["call_id"] for s in world.tap.of("call.queued")}
+    assert set(queued) == ids
