@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from schemas.batch import BatchV2Request, LegacyBatchRequest
 from schemas.call import CallRequest
 from schemas.envelope import CancelRequest, DialerOptions
+from schemas.recipients import BatchOptions
 from schemas.events import EVENT_TYPES, Event
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -33,13 +34,13 @@ class CallCreate(CallRequest):
 class BatchCreateLegacy(LegacyBatchRequest):
     """`batch.create`, legacy shape, plus the optional `dialer` object (applies to each call)."""
 
-    dialer: DialerOptions | None = Field(None, description="This service's options.")
+    dialer: BatchOptions | None = Field(None, description="This service's options.")
 
 
 class BatchCreateV2(BatchV2Request):
     """`batch.create`, v2 shape, plus the optional `dialer` object (applies to each call)."""
 
-    dialer: DialerOptions | None = Field(None, description="This service's options.")
+    dialer: BatchOptions | None = Field(None, description="This service's options.")
 
 
 # (file stem, routing key, model, summary) of every request the service consumes.
