@@ -14,8 +14,8 @@ from pydantic.json_schema import models_json_schema
 from schemas.batch import BatchV2Request, LegacyBatchRequest
 from schemas.call import CallRequest
 from schemas.envelope import CancelRequest, DialerOptions
-from schemas.recipients import BatchOptions
 from schemas.events import EVENT_TYPES, Event
+from schemas.recipients import BatchOptions
 
 ASYNCAPI_VERSION = "3.0.0"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
