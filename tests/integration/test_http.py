@@ -51,6 +51,7 @@ def _settings(broker: Broker, database_url: str, sandbox: SandboxProcess, **extr
         "http_port": 0,
         "shutdown_grace_s": 5.0,
         "outcome_overdue_s": 600.0,  # outcomes in these tests come from webhooks only
+        "calling_window": "00:00-24:00",  # fictional 555 numbers, any hour
         **extra,
     }
     return Settings(**values)
