@@ -9,7 +9,15 @@ from schemas.events import EVENT_TYPES
 
 _BLAND_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The limits a due request can wait on (the plan caps come with the limits work).
-WAIT_REASONS = ("concurrency", "rate", "hourly", "daily", "smoothing", "bland_429")
+WAIT_REASONS = (
+    "concurrency",
+    "rate",
+    "hourly",
+    "daily",
+    "smoothing",
+    "bland_429",
+    "same_number",
+)
 READY_CHECKS = ("database", "broker", "consumers")
 DEAD_LETTER_REASONS = (
     "invalid_json", "invalid_encoding", "invalid_content_type", "too_large",
@@ -45,6 +53,8 @@ KNOWN_LABELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "purged": (("requests",), ("events",)),
     "backlog_waiting": tuple((r,) for r in WAIT_REASONS),
     "ready": tuple((c,) for c in READY_CHECKS),
+    "calls_deferred": (("calling_window",), ("same_number",)),
+    "bland_429": (("rate_limit",), ("same_number",)),
 }
 
 
@@ -173,6 +183,25 @@ class Metrics:
             "Due requests held back, by the limit that held the dispatcher's last round "
             "(concurrency, rate; 0 for the others).",
             ["reason"],
+            registry=r,
+        )
+        self.calls_deferred = Counter(
+            "dialer_calls_deferred_total",
+            "Requests that wait in the ledger for a compliance reason, by reason (calling_window: "
+            "call.deferred until the window opens; same_number: held 10 s after a call to it).",
+            ["reason"],
+            registry=r,
+        )
+        self.bland_429 = Counter(
+            "dialer_bland_429_total",
+            "429 answers from Bland to POST /v1/calls, by kind (rate_limit: every replica pauses "
+            "and the pace drops; same_number: only that request waits).",
+            ["kind"],
+            registry=r,
+        )
+        self.pace = Gauge(
+            "dialer_pace_factor",
+            "The shared pace (1 = the configured rate); repeated 429s halve it, quiet time restores it.",
             registry=r,
         )
         self.concurrency_cap = Gauge(

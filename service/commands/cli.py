@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("service.commands.schema", "write JSON Schemas and the AsyncAPI document"),
     "topology": ("service.commands.topology", "declare exchanges and queues"),
     "migrate": ("service.commands.migrate", "bring the ledger schema up to date"),
+    "dnc": ("service.commands.dnc", "add, remove, list or import do-not-call numbers"),
 }
 
 

@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from service.errors import ConfigError, StoreUnavailableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite has one writer: more connections only sleep-poll for its lock (busy_timeout), which
+# costs CPU and latency; two let a read proceed beside the write (WAL).
+SQLITE_POOL_SIZE = 2
 
 
 def make_engine(dsn: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -26,7 +29,8 @@ def make_engine(dsn: str, *, pool_size: int = 10) -> AsyncEngine:
         # No overflow: an overflow connection is closed on return, and under load the pool
         # then opens one per transaction (a thread and the pragmas each time for SQLite, a TCP
         # and TLS handshake plus re-prepared statements for PostgreSQL). Callers wait instead.
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
+        size = min(pool_size, SQLITE_POOL_SIZE)
+        engine = create_async_engine(url, pool_size=size, max_overflow=0, pool_timeout=30)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
