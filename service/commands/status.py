@@ -66,7 +66,9 @@ async def read_overview(settings: Settings) -> Overview:
 def report_text(settings: Settings, view: Overview, queues: list[QueueDepth]) -> str:
     """The human-readable report."""
     states = view.by_state
-    active = "  ".join(f"{s} {states[s]}" for s in ACTIVE_STATES)
+    active = "  ".join(f"{s} {states[s]}" for s in ACTIVE_STATES).replace(
+        f"pending {states['pending']}", f"pending {states['pending']} ({view.due} due now)", 1
+    )
     finished = "  ".join(f"{s} {n}" for s, n in states.items() if s not in ACTIVE_STATES and n)
     oldest = f", oldest {view.outbox_lag_s:.1f} s old" if view.outbox_pending else ""
     lines = [
@@ -104,6 +106,7 @@ def report_json(settings: Settings, view: Overview, queues: list[QueueDepth]) ->
         "at": view.now.isoformat(),
         "prefix": settings.prefix,
         "backlog": view.by_state,
+        "due": view.due,
         "active_calls": view.active_slots,
         "max_concurrent_calls": settings.max_concurrent_calls,
         "dials_last_s": view.dials_last_s,

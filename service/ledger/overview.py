@@ -32,6 +32,7 @@ class Overview:
 
     now: datetime
     by_state: dict[str, int]
+    due: int  # pending and due now (the rest of pending waits for a time: a window, a retry)
     active_slots: int
     dials_last_s: int
     dials_last_min: int
@@ -59,6 +60,11 @@ class OverviewReader(LedgerBase):
                     select(requests.c.state, func.count()).group_by(requests.c.state)
                 )
             }
+            due = await conn.scalar(
+                select(func.count()).where(
+                    requests.c.state == State.PENDING.value, requests.c.not_before <= now
+                )
+            )
             active = await conn.scalar(
                 select(func.count()).select_from(slots).where(slots.c.lease_until > now)
             )
@@ -88,6 +94,7 @@ class OverviewReader(LedgerBase):
         return Overview(
             now=now,
             by_state={s.value: by_state.get(s.value, 0) for s in State},
+            due=int(due or 0),
             active_slots=int(active or 0),
             dials_last_s=int(last_s or 0),
             dials_last_min=int(last_min or 0),
