@@ -63,6 +63,10 @@ async def read_overview(settings: Settings) -> Overview:
         await reader.close()
 
 
+def _cap(value: int) -> str:
+    return str(value) if value else "none"
+
+
 def report_text(settings: Settings, view: Overview, queues: list[QueueDepth]) -> str:
     """The human-readable report."""
     states = view.by_state
@@ -80,6 +84,10 @@ def report_text(settings: Settings, view: Overview, queues: list[QueueDepth]) ->
         f"dials         {view.dials_last_s} in the last second (limit "
         f"{settings.max_calls_per_second:g}/s, DIALER_MAX_CALLS_PER_SECOND), "
         f"{view.dials_last_min} in the last minute",
+        f"              {view.dials_last_hour} in the last hour "
+        f"(cap {_cap(settings.max_calls_per_hour)}, DIALER_MAX_CALLS_PER_HOUR), "
+        f"{view.dials_last_day} in the last day "
+        f"(cap {_cap(settings.max_calls_per_day)}, DIALER_MAX_CALLS_PER_DAY)",
         f"outbox        {view.outbox_pending} event(s) not yet confirmed by the broker{oldest}",
     ]
     for queue in queues:
@@ -111,6 +119,10 @@ def report_json(settings: Settings, view: Overview, queues: list[QueueDepth]) ->
         "max_concurrent_calls": settings.max_concurrent_calls,
         "dials_last_s": view.dials_last_s,
         "dials_last_min": view.dials_last_min,
+        "dials_last_hour": view.dials_last_hour,
+        "dials_last_day": view.dials_last_day,
+        "max_calls_per_hour": settings.max_calls_per_hour,
+        "max_calls_per_day": settings.max_calls_per_day,
         "max_calls_per_second": settings.max_calls_per_second,
         "outbox_pending": view.outbox_pending,
         "outbox_lag_s": round(view.outbox_lag_s, 3),

@@ -36,6 +36,8 @@ class Overview:
     active_slots: int
     dials_last_s: int
     dials_last_min: int
+    dials_last_hour: int
+    dials_last_day: int
     outbox_pending: int
     oldest_unsent_at: datetime | None
     recent_errors: list[RecentError]
@@ -72,9 +74,10 @@ class OverviewReader(LedgerBase):
             last_s = await conn.scalar(
                 select(func.count()).where(started > now - timedelta(seconds=1))
             )
-            last_min = await conn.scalar(
-                select(func.count()).where(started > now - timedelta(minutes=1))
-            )
+            last_min, last_hour, last_day = [
+                int(await conn.scalar(select(func.count()).where(started > now - window)) or 0)
+                for window in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1))
+            ]
             unsent = outbox.c.sent_at.is_(None)
             pending = await conn.scalar(select(func.count()).select_from(outbox).where(unsent))
             oldest = await conn.scalar(select(func.min(outbox.c.created_at)).where(unsent))
@@ -97,7 +100,9 @@ class OverviewReader(LedgerBase):
             due=int(due or 0),
             active_slots=int(active or 0),
             dials_last_s=int(last_s or 0),
-            dials_last_min=int(last_min or 0),
+            dials_last_min=last_min,
+            dials_last_hour=last_hour,
+            dials_last_day=last_day,
             outbox_pending=int(pending or 0),
             oldest_unsent_at=oldest,
             recent_errors=recent,
