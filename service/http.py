@@ -143,7 +143,7 @@ def create_app(parts: HttpParts) -> Starlette:
 
 
 async def _batch_status(request: Request, parts: HttpParts) -> Response:
-    """Batch status: verified when signed, logged; batches are not dispatched yet."""
+    """Batch status: verified when signed, logged (outcomes come from each call's webhook and polls)."""
     try:
         raw = await read_capped(request, WEBHOOK_MAX_BYTES)
     except BodyTooLargeError:

@@ -19,6 +19,7 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
+from service.dialing.batches import BatchSender, Coalescer
 from service.dialing.compliance import rules_from, screen_round
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.dialing.recorder import QueuedRecorder
@@ -95,6 +96,16 @@ class Dispatcher:
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
         metrics.pace.set(1.0)
         metrics.rate_limit.set(settings.max_calls_per_second)
+        self.batches = BatchSender(
+            settings, ledger, bland, metrics, clock=clock,
+            body=lambda claim: call_body(claim, settings.webhook_url),
+            record_failure=self._record,
+        )  # fmt: skip
+        self.coalescer = (
+            Coalescer(settings.coalesce_window_s, self.batches.send, self._track)
+            if settings.coalesce_window_s > 0
+            else None
+        )
 
     def screen(
         self,
@@ -243,11 +254,20 @@ class Dispatcher:
             self.metrics.rate_limit.set(self.settings.max_calls_per_second * self.pace)
 
     def submit(self, claims: Sequence[Claim]) -> None:
-        """Start the POSTs of claims."""
-        for claim in claims:
-            task = asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        """Start the POSTs of claims (recipients of `bland` dispatch: in Bland batches)."""
+        handed = [claim for claim in claims if claim.dispatch == "bland"]
+        if handed:
+            self._track(asyncio.create_task(self.batches.send(handed), name="bland-batch"))
+        singles = [claim for claim in claims if claim.dispatch != "bland"]
+        if self.coalescer is not None and singles:
+            self.coalescer.add(singles)
+            return
+        for claim in singles:
+            self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
+
+    def _track(self, task: asyncio.Task[DialResult]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def dial(self, claim: Claim) -> DialResult:
         """POST one claimed request and record the result; returns the `calls_dialed` label."""

@@ -155,3 +155,36 @@ async def test_replay_of_a_broker_dead_letter_keeps_its_routing_key(settings: Se
     assert again.routing_key == "call.cancel"
     assert "x-death" not in again.headers
     assert "x-first-death-reason" not in again.headers
+
+
+async def test_publish_batch_sends_the_csv_as_one_batch_with_a_stable_id(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("phone_number,name\n+12125550142,Maria\n+12125550143,James\n")
+    argv = ["publish", str(path), "--batch", "--base-prompt", "Hi {{name}}", "--dispatch", "bland"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "2 recipients" in capsys.readouterr().err
+    first = await drain(settings, f"{settings.prefix}.requests")
+    assert await asyncio.to_thread(main, argv) == 0
+    second = await drain(settings, f"{settings.prefix}.requests")
+    assert [m.message_id for m in first] == [m.message_id for m in second]
+    assert len(first) == 1
+    assert first[0].routing_key == first[0].type == "batch.create"
+    body = json.loads(first[0].body)
+    assert body["base_prompt"] == "Hi {{name}}"
+    assert [e["name"] for e in body["call_data"]] == ["Maria", "James"]
+    assert body["dialer"] == {"dispatch": "bland"}
+
+
+async def test_publish_batch_names_malformed_lines_and_publishes_nothing(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("phone_number,name\n+12125550142,Maria\n+12125550143\n")
+    argv = ["publish", str(path), "--batch", "--base-prompt", "Hi {{name}}"]
+    assert await asyncio.to_thread(main, argv) == 2
+    assert "line 3: 1 cells, the header has 2" in capsys.readouterr().err
+    # Nothing was published: the requests queue was never even declared.
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+        await drain(settings, f"{settings.prefix}.requests")
