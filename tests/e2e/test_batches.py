@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from tests.support.sandbox import SandboxFactory, SandboxProcess
 from tests.support.service import (
     FAST_SANDBOX,
     FINAL_EVENTS,
+    ServiceProcess,
     StartService,
     call_requests,
     calls_by_request,
@@ -262,3 +264,43 @@ async def test_coalescing_sends_single_calls_as_few_bland_batches(
     assert len(bland_batches) <= 10  # 60 calls, a handful of API requests
     queued = {s.body["request_id"]: s.body["call_id"] for s in world.tap.of("call.queued")}
     assert set(queued) == ids
+
+
+@pytest.mark.parametrize("fault", ["drop_share", "error_5xx_share"])
+async def test_a_bland_batch_whose_answer_is_lost_is_looked_up_not_resent(
+    fault: str, fast_sandbox: SandboxProcess, world: World
+) -> None:
+    """drop: Bland made the calls, the answer was lost; 5xx: nothing was made. Either way
+    each recipient is called exactly once."""
+    fast_sandbox.set_faults(**{fault: 1.0})
+    service = await asyncio.to_thread(
+        world.start, world.database_url, fast_sandbox, DIALER_BATCH_DISPATCH="bland", **BATCH_ENV
+    )
+    brid = f"lost-{uuid.uuid4().hex}"
+    await publish_batch(world.bus, brid, big_batch(10, set()))
+    sent = await wait_batch_posts(service, 1)
+
+    fast_sandbox.set_faults(**{fault: 0.0})
+    await world.tap.wait_for(completed(brid), timeout_s=120)
+
+    truth = await fast_sandbox.aground_truth()
+    assert calls_by_request(truth) == {f"{brid}:{i}": 1 for i in range(10)}
+    assert sent >= 1
+    # 5xx: nothing was made, so after the lookup found no call the recipients went again.
+    assert await wait_batch_posts(service, 2 if fault == "error_5xx_share" else 1) >= 1
+    done = of_batch(world.tap.seen, brid, "batch.completed")[-1]
+    assert done["calls_total"] == 10 == done["calls_successful"] + done["calls_failed"]
+
+
+async def wait_batch_posts(service: ServiceProcess, count: int, timeout_s: float = 30) -> int:
+    """Until the service has sent `count` POST /v2/batches/create; how many it sent."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pattern = r'^dialer_bland_request_seconds_count\{endpoint="create_batch"[^}]*\} ([0-9.]+)$'
+    while True:
+        text = await asyncio.to_thread(service.metrics)
+        posts = int(sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE)))
+        if posts >= count:
+            return posts
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{posts} batch creates after {timeout_s} s")
+        await asyncio.sleep(0.05)
