@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import BatchFailed, BatchQueued, Event
+from schemas.events import BatchFailed, BatchQueued, CallFailed, Event
+from service.ledger.announcements import event_ids
 from service.ledger.records import Claim
 from service.ledger.states import State
 from service.ledger.tables import attempts, batches, requests
@@ -152,3 +153,30 @@ class Handoffs(Tracking):
                     reason="handed to Bland in a batch; no call reported for it",
                 )  # fmt: skip
             return len(rows)
+
+    async def fail_handoffs(
+        self, bland_batch_id: str, *, code: str | None, reason: str, now: datetime
+    ) -> int:
+        """Bland's batch failed before placing calls: its recipients without a call fail (+ events)."""
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(requests)
+                    .where(
+                        requests.c.state == State.DIALING,
+                        requests.c.lease_owner == HANDOFF_OWNER + bland_batch_id,
+                    )
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                ev = CallFailed(
+                    **event_ids(row, now), stage="dial", error_message=reason[:1000],
+                    errors=[reason[:1000]], source="webhook",
+                )  # fmt: skip
+                await self._move(conn, row, State.FAILED, now, ev, reason=reason[:255])
+                await self._finish_attempt(conn, row.request_id, row.attempts, now, result="failed")
+            brids = sorted({row.batch_request_id for row in rows if row.batch_request_id})
+        if brids:
+            await self.record_batch_failed(brids, code=code, reason=reason, now=now)
+        return len(rows)
