@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import BatchFailed, BatchQueued, CallFailed, Event
+from schemas.phone import PhoneNumberError, normalize_phone
 from service.ledger.announcements import event_ids
 from service.ledger.records import Claim
 from service.ledger.states import State
@@ -131,6 +132,26 @@ class Handoffs(Tracking):
         """A call Bland placed for a handed-off recipient: the row gets its id (+ call.queued)."""
         async with self._write() as conn:
             return await self._adopt_call(conn, request_id, call_id, now) is not None
+
+    async def adopt_by_number(
+        self, bland_batch_id: str, number: str, call_id: str, now: datetime
+    ) -> bool:
+        """A legacy batch's call, found by its number among the recipients Bland holds."""
+        try:
+            phone = normalize_phone(number)
+        except PhoneNumberError:
+            return False
+        async with self._read() as conn:
+            request_id = await conn.scalar(
+                select(requests.c.request_id).where(
+                    requests.c.lease_owner == HANDOFF_OWNER + bland_batch_id,
+                    requests.c.phone_number == phone,
+                    requests.c.state == State.DIALING,
+                )
+            )
+        if request_id is None:
+            return False
+        return await self.adopt_call(str(request_id), call_id, now)
 
     async def overdue_handoffs(self, now: datetime) -> int:
         """Handed-off recipients Bland never reported: unknown outcome (the reconciler's rules)."""

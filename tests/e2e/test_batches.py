@@ -33,6 +33,11 @@ SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-ba
 RECIPIENT_FINALS = (*FINAL_EVENTS, "call.rejected")
 BATCH_ENV = {"DIALER_BATCH_SETTLE_INTERVAL_S": "0.2", "DIALER_BATCH_POLL_INTERVAL_S": "0.5"}
 MODES = ["expand", "bland"]
+ENV_OF = {
+    "expand": {"DIALER_BATCH_DISPATCH": "expand"},
+    "bland": {"DIALER_BATCH_DISPATCH": "bland"},
+    "bland-v1": {"DIALER_BATCH_DISPATCH": "bland", "DIALER_BLAND_BATCHES_API": "v1"},
+}
 
 
 @dataclass(frozen=True)
@@ -102,16 +107,17 @@ def assert_dispatch(mode: str, brid: str, seen: list[Seen], truth: list[dict[str
         assert queued == []
         return
     assert None not in bland_ids
+    assert all(str(i).endswith("-gen-batch") == (mode == "bland-v1") for i in bland_ids)
     assert {q["batch_id"] for q in queued} == bland_ids
     assert sum(q["recipients"] for q in queued) == len(truth)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "bland-v1"])
 async def test_the_seed_example_makes_two_calls_with_the_placeholders_filled(
     mode: str, fast_sandbox: SandboxProcess, world: World
 ) -> None:
     await asyncio.to_thread(
-        world.start, world.database_url, fast_sandbox, DIALER_BATCH_DISPATCH=mode, **BATCH_ENV
+        world.start, world.database_url, fast_sandbox, **ENV_OF[mode], **BATCH_ENV
     )
     brid = f"seed-{uuid.uuid4().hex}"
 
@@ -119,18 +125,18 @@ async def test_the_seed_example_makes_two_calls_with_the_placeholders_filled(
     await world.tap.wait_for(completed(brid), timeout_s=60)
 
     truth = await fast_sandbox.aground_truth()
-    assert sorted(c["metadata"]["dialer_request_id"] for c in truth) == [f"{brid}:0", f"{brid}:1"]
-    tasks = {c["metadata"]["dialer_request_id"]: c["body"]["task"] for c in truth}
-    assert tasks[f"{brid}:0"].startswith(
-        "You are calling Maria Lopez to remind them their Home Plus"
-    )
-    assert "James Carter" in tasks[f"{brid}:1"]
-    assert "{{" not in tasks[f"{brid}:0"] + tasks[f"{brid}:1"]
-    accepted = of_batch(world.tap.seen, brid, "batch.accepted")
-    assert [(a["recipients"], a["rejected"], a["dispatch"]) for a in accepted] == [(2, 0, mode)]
+    assert len(truth) == 2
     queued = by_index(of_batch(world.tap.seen, brid, "call.queued"))
     assert set(queued) == {0, 1}
-    assert {q["call_id"] for q in queued.values()} == {c["call_id"] for c in truth}
+    by_call = {c["call_id"]: c for c in truth}
+    assert set(by_call) == {q["call_id"] for q in queued.values()}
+    tasks = {i: by_call[q["call_id"]]["body"]["task"] for i, q in queued.items()}
+    assert tasks[0].startswith("You are calling Maria Lopez to remind them their Home Plus")
+    assert "James Carter" in tasks[1]
+    assert "{{" not in tasks[0] + tasks[1]
+    accepted = of_batch(world.tap.seen, brid, "batch.accepted")
+    dispatch = mode.split("-", maxsplit=1)[0]
+    assert [(a["recipients"], a["rejected"], a["dispatch"]) for a in accepted] == [(2, 0, dispatch)]
     finals = by_index(of_batch(world.tap.seen, brid, *FINAL_EVENTS))
     assert set(finals) == {0, 1}
     assert_dispatch(mode, brid, world.tap.seen, truth)
