@@ -12,6 +12,7 @@ from consumers.batches import BatchIds, CancelBatch, CreateBatch, plan_batch, pl
 from schemas.call import CallRequest
 from schemas.recipients import missing_placeholders, split_batch
 from schemas.validation import BlandValidationError
+from service.bland.batches import legacy_batch_body, legacy_groups, v2_batch_body
 
 SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-batch.json"
 
@@ -137,8 +138,6 @@ def test_batch_cancel_by_request_id_or_bland_batch_id() -> None:
 
 
 def test_calls_that_share_all_but_number_and_task_share_one_legacy_batch() -> None:
-    from service.bland.batches import legacy_batch_body, legacy_groups, v2_batch_body
-
     bodies = [
         {
             "phone_number": "+1",
