@@ -138,7 +138,7 @@ def test_batch_cancel_by_request_id_or_bland_batch_id() -> None:
 
 
 def test_calls_that_share_all_but_number_and_task_share_one_legacy_batch() -> None:
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {
             "phone_number": "+1",
             "task": "a",
