@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -26,12 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
-import httpx
 
-from bench.pipeline import counter, numbers, publish, start_sandbox, start_service, wait_http
-from sandbox.process import free_port
+from bench.common import counter, numbers, publish
+from bench.rig import Rig, Service
 from service.bus.connection import broker_answers
-from service.bus.topology import delete_topology
 
 SEED = Path(__file__).parents[1] / "schemas" / "examples" / "renewal-reminder-batch.json"
 CREATE_CALL = 'endpoint="create_call"'
@@ -77,46 +72,23 @@ Done = Callable[[str], bool]  # metrics text -> finished
 
 
 async def scenario(
-    args: argparse.Namespace, name: str, env: dict[str, str], send: Publish, done: Done
+    rig: Rig, name: str, env: dict[str, str], send: Publish, done: Done
 ) -> tuple[str, float]:
-    """Run one service on a fresh sandbox until `done`; its final metrics and the seconds."""
-    directory = Path(tempfile.mkdtemp(prefix="dialer-bench-batches-"))
-    key, secret, port = secrets.token_hex(8), secrets.token_hex(16), free_port()
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    sandbox = start_sandbox(directory, key, secret)
-    service_env = {
-        "DIALER_AMQP_URL": args.amqp_url,
-        "DIALER_PREFIX": prefix,
-        "DIALER_DATABASE_URL": f"sqlite+aiosqlite:///{(directory / 'ledger.db').as_posix()}",
-        "DIALER_BLAND_BASE_URL": sandbox.base_url,
-        "DIALER_BLAND_API_KEY": key,
-        "DIALER_WEBHOOK_SECRET": secret,
-        "DIALER_WEBHOOK_URL": f"http://127.0.0.1:{port}/webhooks/bland",
-        "DIALER_HTTP_HOST": "127.0.0.1",
-        "DIALER_HTTP_PORT": str(port),
-        "DIALER_MAX_CONCURRENT_CALLS": "1000000",
-        "DIALER_MAX_CALLS_PER_SECOND": "100000",
-        "DIALER_DISPATCH_IDLE_S": "0.02",
-        "DIALER_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
-    service = start_service({**full_env, **service_env}, directory, None)
+    """Run one service until `done`; its final metrics and the seconds from the publish."""
+    service = Service(rig, "sqlite", name, {"DIALER_LOG_LEVEL": "WARNING", **env})
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", service, timeout_s=60)
+        await service.prepare()
+        service.start()
+        await service.wait_path("/readyz")
         started = time.perf_counter()
-        await send(args.amqp_url, f"{prefix}.requests")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            while not done(text := (await client.get("/metrics")).text):
-                if time.perf_counter() - started > 600:
-                    raise RuntimeError(f"{name}: not done after 600 s")
-                await asyncio.sleep(0.02)
+        await send(rig.amqp_url, service.names.requests)
+        while not done(text := await service.metrics()):
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"{name}: not done after 600 s")
+            await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
     finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(timeout=60)
-        sandbox.stop()
-        await delete_topology(args.amqp_url, prefix)
+        await service.close()
     return text, seconds
 
 
@@ -125,13 +97,13 @@ def dialed(count: int) -> Done:
     return lambda text: counter(text, "dialer_calls_dialed_total", 'result="queued"') >= count
 
 
-async def api_row(args: argparse.Namespace, name: str, env: dict[str, str], send: Publish) -> Row:
-    """Bland API requests of one way to place args.calls calls."""
-    text, seconds = await scenario(args, name, env, send, dialed(args.calls))
+async def api_row(rig: Rig, calls: int, name: str, env: dict[str, str], send: Publish) -> Row:
+    """Bland API requests of one way to place `calls` calls."""
+    text, seconds = await scenario(rig, name, env, send, dialed(calls))
     name_of = "dialer_bland_request_seconds_count"
     return Row(
         name,
-        args.calls,
+        calls,
         counter(text, name_of, CREATE_CALL),
         counter(text, name_of, CREATE_BATCH),
         seconds,
@@ -142,7 +114,7 @@ def publisher(bodies: list[bytes], kind: str) -> Publish:
     """Publish these bodies with routing key `kind`."""
 
     async def send(url: str, exchange: str) -> None:
-        await publish(url, exchange, bodies, kind)
+        await publish(url, exchange, kind, bodies)
 
     return send
 
@@ -165,7 +137,7 @@ async def raw_round_trip(url: str, body: bytes) -> float:
 
         await queue.consume(on_message)
         started = time.perf_counter()
-        await publish(url, "", [body], name)
+        await publish(url, "", name, [body])
         await got.wait()
         seconds = time.perf_counter() - started
         await queue.delete(if_unused=False, if_empty=False)
@@ -173,35 +145,48 @@ async def raw_round_trip(url: str, body: bytes) -> float:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Every row, one after the other, on one broker."""
+    """Every row, one after the other, on one broker and one sandbox."""
     if not await broker_answers(args.amqp_url):
         print(f"bench: no broker at {args.amqp_url}", file=sys.stderr)
         return 1
-    big = str(max(args.calls, 500))
-    rows = [
-        await api_row(args, "single call.create (baseline)", {}, publisher(singles(args.calls), "call.create")),
-        await api_row(args, "batch.create, expand", {}, publisher([seed_batch(args.calls)], "batch.create")),
-        await api_row(
-            args, "batch.create, bland",
-            {"DIALER_BATCH_DISPATCH": "bland", "DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_BATCH_CHUNK": big},
-            publisher([seed_batch(args.calls)], "batch.create"),
-        ),
-        await api_row(
-            args, "single call.create, coalesced 0.2 s",
-            {"DIALER_COALESCE_WINDOW_S": "0.2", "DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_BATCH_CHUNK": big},
-            publisher(singles(args.calls), "call.create"),
-        ),
-    ]  # fmt: skip
-    body = seed_batch(args.recipients)
-    accepted = 'kind="batch.create",outcome="accepted"'
-    _, intake_s = await scenario(
-        args, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
-        publisher([body], "batch.create"),
-        lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
-    )  # fmt: skip
-    raw_s = await raw_round_trip(args.amqp_url, body)
+    directory = Path(tempfile.mkdtemp(prefix="dialer-bench-batches-"))
+    rig = Rig.start(args.amqp_url, args.postgres_url, directory, profile=False)
+    try:
+        rows = await api_rows(rig, args.calls)
+        body = seed_batch(args.recipients)
+        accepted = 'kind="batch.create",outcome="accepted"'
+        _, intake_s = await scenario(
+            rig, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
+            publisher([body], "batch.create"),
+            lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
+        )  # fmt: skip
+        raw_s = await raw_round_trip(args.amqp_url, body)
+    finally:
+        rig.stop()
     report(rows, args.recipients, len(body), intake_s, raw_s)
     return 0
+
+
+async def api_rows(rig: Rig, calls: int) -> list[Row]:
+    """The baseline and each way of placing `calls` calls."""
+    big = {"DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_POOL_SIZE": "1000",
+           "DIALER_BLAND_BATCH_CHUNK": str(max(calls, 500))}  # fmt: skip
+    return [
+        await api_row(rig, calls, "single call.create (baseline)", {}, publisher(singles(calls), "call.create")),
+        await api_row(rig, calls, "batch.create, expand", {}, publisher([seed_batch(calls)], "batch.create")),
+        await api_row(
+            rig, calls, "batch.create, bland (32 per round)", {"DIALER_BATCH_DISPATCH": "bland"},
+            publisher([seed_batch(calls)], "batch.create"),
+        ),
+        await api_row(
+            rig, calls, "batch.create, bland (big rounds)", {"DIALER_BATCH_DISPATCH": "bland", **big},
+            publisher([seed_batch(calls)], "batch.create"),
+        ),
+        await api_row(
+            rig, calls, "single call.create, coalesced 0.2 s", {"DIALER_COALESCE_WINDOW_S": "0.2", **big},
+            publisher(singles(calls), "call.create"),
+        ),
+    ]  # fmt: skip
 
 
 def report(rows: list[Row], recipients: int, size: int, intake_s: float, raw_s: float) -> None:
@@ -226,6 +211,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument(
+        "--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from consumers.batches import CancelBatch, CreateBatch
-from consumers.decode import Cancel, Create, Delivery, Plan, Reject
+from consumers.decode import Cancel, Create, Delivery, Dnc, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
 from service.bus import guard
 from service.bus.connection import BROKER_ERRORS
@@ -24,6 +24,7 @@ from service.bus.dead_letters import dead_letter_message
 from service.clock import Clock
 from service.errors import StoreUnavailableError
 from service.ledger import Accepted, CallToStop, Ledger, NewCall
+from service.ledger.do_not_call import DncSource
 from service.logs import mask_phone
 from service.metrics import Metrics
 
@@ -168,6 +169,8 @@ class Actions:
             await self._create_batch(item, action)
         elif isinstance(action, CancelBatch):
             await self._cancel_batch(item, action)
+        elif isinstance(action, Dnc):
+            await self._dnc(item, action)
 
     async def _create_batch(self, item: Item, action: CreateBatch) -> None:
         result = await self.ledger.accept_batch(action.batch, self.clock())
@@ -193,6 +196,19 @@ class Actions:
         if result.bland_batch_ids and self.stop_batches is not None:
             self._background(self.stop_batches(result.bland_batch_ids), "stop-batches")
         await self._done(item, "canceled", canceled=result.canceled)
+
+    async def _dnc(self, item: Item, action: Dnc) -> None:
+        p = item.plan
+        request = DncSource(p.request_id, p.correlation_id, p.reply_to)
+        if action.add:
+            changed = await self.ledger.dnc_add(
+                action.phone_number, reason=action.reason, now=self.clock(), request=request
+            )
+        else:
+            changed = await self.ledger.dnc_remove(
+                action.phone_number, now=self.clock(), request=request
+            )
+        await self._done(item, "dnc_updated" if changed else "dnc_unchanged")
 
     async def _reject(self, item: Item, action: Reject) -> None:
         p = item.plan

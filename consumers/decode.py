@@ -10,7 +10,14 @@ from pydantic import ValidationError
 
 from consumers.batches import BatchIds, CancelBatch, CreateBatch, plan_batch, plan_batch_cancel
 from schemas.call import to_bland_body
-from schemas.envelope import REQUEST_KINDS, CancelRequest, content_request_id, is_valid_request_id
+from schemas.envelope import (
+    REQUEST_KINDS,
+    CancelRequest,
+    DncRequest,
+    content_request_id,
+    is_valid_request_id,
+)
+from schemas.phone import PhoneNumberError, normalize_phone
 from schemas.validation import BlandValidationError, bland_messages, validate_call_create
 from schemas.wire import MAX_DEPTH, depth, has_lone_surrogate
 from service.ledger import NewCall
@@ -146,7 +153,9 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------- what to do with a delivery
 
-SUPPORTED_KINDS = ("call.create", "call.cancel", "batch.create", "batch.cancel")
+SUPPORTED_KINDS = (
+    "call.create", "call.cancel", "batch.create", "batch.cancel", "dnc.add", "dnc.remove",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,15 @@ class Cancel:
 
     request_id: str | None
     call_id: str | None
+
+
+@dataclass(frozen=True)
+class Dnc:
+    """Add a number to the do-not-call list, or take it off."""
+
+    add: bool
+    phone_number: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -181,7 +199,7 @@ class Plan:
     request_id: str
     correlation_id: str | None
     reply_to: str | None
-    action: Create | Cancel | Reject | CreateBatch | CancelBatch
+    action: Create | Cancel | Dnc | Reject | CreateBatch | CancelBatch
     phone_number: str | None = None
 
 
@@ -203,12 +221,25 @@ def plan(
         return Plan(kind, rid, *ids, Reject("invalid_request", [decoded.id_error], False))
     if kind == "call.create":
         return _plan_create(decoded, delivery, replace_webhook)
+    return Plan(kind, rid, *ids, _other_action(decoded, ids, replace_webhook, default_dispatch))
+
+
+def _other_action(
+    decoded: Decoded,
+    ids: tuple[str | None, str | None],
+    replace_webhook: bool,
+    default_dispatch: str,
+) -> Cancel | Dnc | Reject | CreateBatch | CancelBatch:
+    """Every kind but call.create: its action, or unsupported_kind."""
+    kind = decoded.kind
     if kind == "call.cancel":
-        return Plan(kind, rid, *ids, _cancel_action(decoded.body))
+        return _cancel_action(decoded.body)
     if kind in ("batch.create", "batch.cancel"):
-        return Plan(kind, rid, *ids, _batch_action(decoded, ids, replace_webhook, default_dispatch))
+        return _batch_action(decoded, ids, replace_webhook, default_dispatch)
+    if kind in ("dnc.add", "dnc.remove"):
+        return dnc_action(kind, decoded.body)
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
-    return Plan(kind, rid, *ids, Reject("unsupported_kind", [error], dead_letter=False))
+    return Reject("unsupported_kind", [error], dead_letter=False)
 
 
 def unprocessable(delivery: Delivery, exc: BaseException) -> Plan:
@@ -278,3 +309,15 @@ def _cancel_action(body: dict[str, Any]) -> Cancel | Reject:
         error = "batch_id cancels a batch: publish it as batch.cancel."
         return Reject("invalid_request", [error], dead_letter=False)
     return Cancel(request.request_id, request.call_id)
+
+
+def dnc_action(kind: str, body: dict[str, Any]) -> Dnc | Reject:
+    """A dnc.add / dnc.remove body as its action, or the rejection naming the field."""
+    try:
+        request = DncRequest.model_validate(body)
+        phone = normalize_phone(request.phone_number)
+    except ValidationError as exc:
+        return Reject("invalid_request", bland_messages(exc), dead_letter=False)
+    except PhoneNumberError as exc:
+        return Reject("invalid_request", [f"phone_number: {exc.message}"], dead_letter=False)
+    return Dnc(kind == "dnc.add", phone, request.reason)
