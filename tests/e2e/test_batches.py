@@ -31,7 +31,12 @@ from tests.support.service import (
 pytestmark = [pytest.mark.integration]
 SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-batch.json"
 RECIPIENT_FINALS = (*FINAL_EVENTS, "call.rejected")
-BATCH_ENV = {"DIALER_BATCH_SETTLE_INTERVAL_S": "0.2", "DIALER_BATCH_POLL_INTERVAL_S": "0.5"}
+# Region rules off: area code 305 (Florida) would wait for its own 08:00-20:00 window.
+BATCH_ENV = {
+    "DIALER_BATCH_SETTLE_INTERVAL_S": "0.2",
+    "DIALER_BATCH_POLL_INTERVAL_S": "0.5",
+    "DIALER_REGION_RULES": "{}",
+}
 MODES = ["expand", "bland"]
 ENV_OF = {
     "expand": {"DIALER_BATCH_DISPATCH": "expand"},
@@ -310,3 +315,25 @@ async def wait_batch_posts(service: ServiceProcess, count: int, timeout_s: float
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{posts} batch creates after {timeout_s} s")
         await asyncio.sleep(0.05)
+
+
+async def test_the_do_not_call_list_applies_to_each_recipient(
+    fast_sandbox: SandboxProcess, world: World
+) -> None:
+    await asyncio.to_thread(world.start, world.database_url, fast_sandbox, **BATCH_ENV)
+    body = big_batch(3, set())
+    listed = body["call_data"][1]["phone_number"]
+    await publish_batch(world.bus, f"dnc-{uuid.uuid4().hex}", {"phone_number": listed}, "dnc.add")
+    await world.tap.wait_for(lambda seen: any(s.routing_key == "dnc.updated" for s in seen), 30)
+    brid = f"listed-{uuid.uuid4().hex}"
+
+    await publish_batch(world.bus, brid, body)
+    await world.tap.wait_for(completed(brid), timeout_s=60)
+
+    truth = await fast_sandbox.aground_truth()
+    assert listed not in {c["phone_number"] for c in truth}
+    assert len(truth) == 2
+    suppressed = by_index(of_batch(world.tap.seen, brid, "call.suppressed"))
+    assert set(suppressed) == {1}
+    done = of_batch(world.tap.seen, brid, "batch.completed")[-1]
+    assert (done["calls_total"], done["calls_suppressed"]) == (3, 1)
