@@ -177,3 +177,13 @@ async def test_handed_off_recipients_never_reported_become_unknown(ledger: Ledge
     assert await ledger.overdue_handoffs(at(63)) == 2
     assert set((await states(ledger)).values()) == {"unknown"}
     assert len(await ledger.unknown_attempts(at(64), 10)) == 2
+
+
+async def test_retention_forgets_a_completed_batch_with_its_recipients(ledger: Ledger) -> None:
+    await ledger.accept_batch(batch("b6", 2, {0, 1}), T0)  # every recipient rejected: final
+    assert await ledger.settle_batches(at(1)) == ["b6"]
+    await ledger.purge(before=at(2))
+    assert await ledger.batch_state("b6") is None
+    assert await states(ledger) == {}
+    again = await ledger.accept_batch(batch("b6", 2, {0, 1}), at(3))
+    assert not again.duplicate  # a new request after the idempotency window
