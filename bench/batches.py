@@ -29,6 +29,14 @@ from bench.rig import Rig, Service
 from service.bus.connection import broker_answers
 
 SEED = Path(__file__).parents[1] / "schemas" / "examples" / "renewal-reminder-batch.json"
+# Fictional numbers have no time zone and repeat: no calling window, region rule or cap.
+OPEN_LIMITS = {
+    "DIALER_LOG_LEVEL": "WARNING",
+    "DIALER_CALLING_WINDOW": "00:00-24:00",
+    "DIALER_REGION_RULES": "{}",
+    "DIALER_MAX_CALLS_PER_NUMBER_24H": "0",
+    "DIALER_SAME_NUMBER_GAP_S": "0",
+}
 CREATE_CALL = 'endpoint="create_call"'
 CREATE_BATCH = 'endpoint="create_batch"'
 
@@ -75,7 +83,7 @@ async def scenario(
     rig: Rig, name: str, env: dict[str, str], send: Publish, done: Done
 ) -> tuple[str, float]:
     """Run one service until `done`; its final metrics and the seconds from the publish."""
-    service = Service(rig, "sqlite", name, {"DIALER_LOG_LEVEL": "WARNING", **env})
+    service = Service(rig, "sqlite", name, {**OPEN_LIMITS, **env})
     try:
         await service.prepare()
         service.start()
@@ -135,11 +143,12 @@ async def raw_round_trip(url: str, body: bytes) -> float:
             await message.ack()
             got.set()
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         started = time.perf_counter()
         await publish(url, "", name, [body])
         await got.wait()
         seconds = time.perf_counter() - started
+        await queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
     return seconds
 
