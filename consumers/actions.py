@@ -165,12 +165,25 @@ class Actions:
             await self._reject(item, action)
         elif isinstance(action, Cancel):
             await self._cancel(item, action)
+        elif isinstance(action, Dnc):
+            await self._dnc(item, action)
         elif isinstance(action, CreateBatch):
             await self._create_batch(item, action)
         elif isinstance(action, CancelBatch):
             await self._cancel_batch(item, action)
-        elif isinstance(action, Dnc):
-            await self._dnc(item, action)
+
+    async def _dnc(self, item: Item, action: Dnc) -> None:
+        p = item.plan
+        request = DncSource(p.request_id, p.correlation_id, p.reply_to)
+        if action.add:
+            changed = await self.ledger.dnc_add(
+                action.phone_number, reason=action.reason, now=self.clock(), request=request
+            )
+        else:
+            changed = await self.ledger.dnc_remove(
+                action.phone_number, now=self.clock(), request=request
+            )
+        await self._done(item, "dnc_updated" if changed else "dnc_unchanged")
 
     async def _create_batch(self, item: Item, action: CreateBatch) -> None:
         result = await self.ledger.accept_batch(action.batch, self.clock())
@@ -196,19 +209,6 @@ class Actions:
         if result.bland_batch_ids and self.stop_batches is not None:
             self._background(self.stop_batches(result.bland_batch_ids), "stop-batches")
         await self._done(item, "canceled", canceled=result.canceled)
-
-    async def _dnc(self, item: Item, action: Dnc) -> None:
-        p = item.plan
-        request = DncSource(p.request_id, p.correlation_id, p.reply_to)
-        if action.add:
-            changed = await self.ledger.dnc_add(
-                action.phone_number, reason=action.reason, now=self.clock(), request=request
-            )
-        else:
-            changed = await self.ledger.dnc_remove(
-                action.phone_number, now=self.clock(), request=request
-            )
-        await self._done(item, "dnc_updated" if changed else "dnc_unchanged")
 
     async def _reject(self, item: Item, action: Reject) -> None:
         p = item.plan

@@ -154,8 +154,13 @@ def _json_type(value: Any) -> str:
 # ---------------------------------------------------------------- what to do with a delivery
 
 SUPPORTED_KINDS = (
-    "call.create", "call.cancel", "batch.create", "batch.cancel", "dnc.add", "dnc.remove",
-)  # fmt: skip
+    "call.create",
+    "call.cancel",
+    "batch.create",
+    "batch.cancel",
+    "dnc.add",
+    "dnc.remove",
+)
 
 
 @dataclass(frozen=True)
@@ -230,14 +235,14 @@ def _other_action(
     replace_webhook: bool,
     default_dispatch: str,
 ) -> Cancel | Dnc | Reject | CreateBatch | CancelBatch:
-    """Every kind but call.create: its action, or unsupported_kind."""
+    """What a request other than call.create asks for (unsupported kinds are rejected)."""
     kind = decoded.kind
     if kind == "call.cancel":
         return _cancel_action(decoded.body)
-    if kind in ("batch.create", "batch.cancel"):
-        return _batch_action(decoded, ids, replace_webhook, default_dispatch)
     if kind in ("dnc.add", "dnc.remove"):
         return dnc_action(kind, decoded.body)
+    if kind in ("batch.create", "batch.cancel"):
+        return _batch_action(decoded, ids, replace_webhook, default_dispatch)
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
     return Reject("unsupported_kind", [error], dead_letter=False)
 

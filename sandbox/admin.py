@@ -82,7 +82,7 @@ async def put_faults(request: Request) -> Response:
     if not isinstance(body, dict):
         return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
     try:
-        simulator.faults = updated(simulator.faults, body)
+        simulator.change_faults(updated(simulator.faults, body))
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse(simulator.faults.as_dict())

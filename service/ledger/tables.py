@@ -101,13 +101,13 @@ requests = Table(
     # A cancel that came while Bland may hold the call; the stop is retried until Bland accepts it.
     Column("cancel_requested_at", UTCDateTime),
     Column("stop_sent_at", UTCDateTime),
-    # Batch recipients: the index in their batch request; `bland` when sent in Bland's batches.
-    Column("recipient_index", Integer),
-    Column("dispatch", String(8)),
     # Weighted fair share across campaigns (service.ledger.fairness): claims take the lowest
     # virtual time first within a priority.
     Column("fair_key", String(REQUEST_ID_LEN + 16)),
     Column("fair_vt", Float, nullable=False, server_default="0"),
+    # Batch recipients: the index in their batch request; `bland` when sent in Bland's batches.
+    Column("recipient_index", Integer),
+    Column("dispatch", String(8)),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
     Index("ix_requests_expiry", "state", "expires_at"),

@@ -68,9 +68,12 @@ async def test_publish_refuses_a_bad_file_and_publishes_nothing(
 
 
 async def test_events_prints_a_line_per_event_within_the_window(settings: Settings) -> None:
-    out = io.StringIO()
-    listening = asyncio.create_task(follow(settings, out, as_json=False, window_s=1.5))
-    await asyncio.sleep(0.7)
+    out, notes = io.StringIO(), io.StringIO()
+    listening = asyncio.create_task(follow(settings, out, as_json=False, window_s=3.0, notes=notes))
+    for _ in range(1000):  # until it says it listens: an event before that is not seen
+        if notes.getvalue():
+            break
+        await asyncio.sleep(0.02)
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         exchange = await (await connection.channel()).get_exchange(
@@ -104,7 +107,7 @@ async def test_dead_letters_are_listed_in_place_and_replayed_to_requests(
     try:
         await publish_raw(settings, b"{broken", routing_key="call.create", message_id="dl-1")
         await publish_raw(settings, b"[]", routing_key="call.create", message_id="dl-2")
-        for _ in range(250):
+        for _ in range(1500):  # 30 s: dead-lettering is asynchronous
             if await queue_depth(settings, f"{settings.prefix}.dead") == 2:
                 break
             await asyncio.sleep(0.02)
@@ -139,7 +142,7 @@ async def test_replay_of_a_broker_dead_letter_keeps_its_routing_key(settings: Se
         )
         while (message := await topology.requests_queue.get(fail=False, timeout=5)) is not None:
             await message.nack(requeue=True)
-    for _ in range(250):  # dead-lettering is asynchronous
+    for _ in range(1500):  # dead-lettering is asynchronous (30 s on a loaded machine)
         if await queue_depth(poison, f"{settings.prefix}.dead") == 1:
             break
         await asyncio.sleep(0.02)

@@ -1,7 +1,7 @@
 """Batches: one row per batch request; each recipient's row knows its index and dispatch mode.
 
 Revision ID: 0004
-Revises: 0006
+Revises: 0003
 Create Date: 2026-12-02 12:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0006"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
