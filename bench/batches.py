@@ -29,7 +29,14 @@ from bench.rig import Rig, Service
 from service.bus.connection import broker_answers
 
 SEED = Path(__file__).parents[1] / "schemas" / "examples" / "renewal-reminder-batch.json"
-DONE_TIMEOUT_S = 600.0
+# Fictional numbers have no time zone and repeat: no calling window, region rule or cap.
+OPEN_LIMITS = {
+    "DIALER_LOG_LEVEL": "WARNING",
+    "DIALER_CALLING_WINDOW": "00:00-24:00",
+    "DIALER_REGION_RULES": "{}",
+    "DIALER_MAX_CALLS_PER_NUMBER_24H": "0",
+    "DIALER_SAME_NUMBER_GAP_S": "0",
+}
 CREATE_CALL = 'endpoint="create_call"'
 CREATE_BATCH = 'endpoint="create_batch"'
 
@@ -73,27 +80,23 @@ Done = Callable[[str], bool]  # metrics text -> finished
 
 
 async def scenario(
-    args: argparse.Namespace, name: str, env: dict[str, str], send: Publish, done: Done
+    rig: Rig, name: str, env: dict[str, str], send: Publish, done: Done
 ) -> tuple[str, float]:
-    """Run one service on a fresh sandbox until `done`; its final metrics and the seconds."""
-    directory = Path(tempfile.mkdtemp(prefix="dialer-bench-batches-"))
-    rig = Rig.start(args.amqp_url, args.postgres_url, directory, profile=False)
-    quiet = {"DIALER_DISPATCH_IDLE_S": "0.02", "DIALER_LOG_LEVEL": "WARNING"}
-    service = Service(rig, "sqlite", name, {**quiet, **env})
+    """Run one service until `done`; its final metrics and the seconds from the publish."""
+    service = Service(rig, "sqlite", name, {**OPEN_LIMITS, **env})
     try:
         await service.prepare()
         service.start()
         await service.wait_path("/readyz")
         started = time.perf_counter()
-        await send(args.amqp_url, f"{service.prefix}.requests")
+        await send(rig.amqp_url, service.names.requests)
         while not done(text := await service.metrics()):
-            if time.perf_counter() - started > DONE_TIMEOUT_S:
-                raise RuntimeError(f"{name}: not done after {DONE_TIMEOUT_S} s")
+            if time.perf_counter() - started > 600:
+                raise RuntimeError(f"{name}: not done after 600 s")
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
     finally:
         await service.close()
-        rig.stop()
     return text, seconds
 
 
@@ -102,13 +105,13 @@ def dialed(count: int) -> Done:
     return lambda text: counter(text, "dialer_calls_dialed_total", 'result="queued"') >= count
 
 
-async def api_row(args: argparse.Namespace, name: str, env: dict[str, str], send: Publish) -> Row:
-    """Bland API requests of one way to place args.calls calls."""
-    text, seconds = await scenario(args, name, env, send, dialed(args.calls))
+async def api_row(rig: Rig, calls: int, name: str, env: dict[str, str], send: Publish) -> Row:
+    """Bland API requests of one way to place `calls` calls."""
+    text, seconds = await scenario(rig, name, env, send, dialed(calls))
     name_of = "dialer_bland_request_seconds_count"
     return Row(
         name,
-        args.calls,
+        calls,
         counter(text, name_of, CREATE_CALL),
         counter(text, name_of, CREATE_BATCH),
         seconds,
@@ -140,45 +143,59 @@ async def raw_round_trip(url: str, body: bytes) -> float:
             await message.ack()
             got.set()
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         started = time.perf_counter()
         await publish(url, "", name, [body])
         await got.wait()
         seconds = time.perf_counter() - started
+        await queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
     return seconds
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Every row, one after the other, on one broker."""
+    """Every row, one after the other, on one broker and one sandbox."""
     if not await broker_answers(args.amqp_url):
         print(f"bench: no broker at {args.amqp_url}", file=sys.stderr)
         return 1
-    big = str(max(args.calls, 500))
-    rows = [
-        await api_row(args, "single call.create (baseline)", {}, publisher(singles(args.calls), "call.create")),
-        await api_row(args, "batch.create, expand", {}, publisher([seed_batch(args.calls)], "batch.create")),
-        await api_row(
-            args, "batch.create, bland",
-            {"DIALER_BATCH_DISPATCH": "bland", "DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_BATCH_CHUNK": big},
-            publisher([seed_batch(args.calls)], "batch.create"),
-        ),
-        await api_row(
-            args, "single call.create, coalesced 0.2 s",
-            {"DIALER_COALESCE_WINDOW_S": "0.2", "DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_BATCH_CHUNK": big},
-            publisher(singles(args.calls), "call.create"),
-        ),
-    ]  # fmt: skip
-    body = seed_batch(args.recipients)
-    accepted = 'kind="batch.create",outcome="accepted"'
-    _, intake_s = await scenario(
-        args, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
-        publisher([body], "batch.create"),
-        lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
-    )  # fmt: skip
-    raw_s = await raw_round_trip(args.amqp_url, body)
+    directory = Path(tempfile.mkdtemp(prefix="dialer-bench-batches-"))
+    rig = Rig.start(args.amqp_url, args.postgres_url, directory, profile=False)
+    try:
+        rows = await api_rows(rig, args.calls)
+        body = seed_batch(args.recipients)
+        accepted = 'kind="batch.create",outcome="accepted"'
+        _, intake_s = await scenario(
+            rig, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
+            publisher([body], "batch.create"),
+            lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
+        )  # fmt: skip
+        raw_s = await raw_round_trip(args.amqp_url, body)
+    finally:
+        rig.stop()
     report(rows, args.recipients, len(body), intake_s, raw_s)
     return 0
+
+
+async def api_rows(rig: Rig, calls: int) -> list[Row]:
+    """The baseline and each way of placing `calls` calls."""
+    big = {"DIALER_DISPATCH_BATCH_SIZE": "1000", "DIALER_BLAND_POOL_SIZE": "1000",
+           "DIALER_BLAND_BATCH_CHUNK": str(max(calls, 500))}  # fmt: skip
+    return [
+        await api_row(rig, calls, "single call.create (baseline)", {}, publisher(singles(calls), "call.create")),
+        await api_row(rig, calls, "batch.create, expand", {}, publisher([seed_batch(calls)], "batch.create")),
+        await api_row(
+            rig, calls, "batch.create, bland (32 per round)", {"DIALER_BATCH_DISPATCH": "bland"},
+            publisher([seed_batch(calls)], "batch.create"),
+        ),
+        await api_row(
+            rig, calls, "batch.create, bland (big rounds)", {"DIALER_BATCH_DISPATCH": "bland", **big},
+            publisher([seed_batch(calls)], "batch.create"),
+        ),
+        await api_row(
+            rig, calls, "single call.create, coalesced 0.2 s", {"DIALER_COALESCE_WINDOW_S": "0.2", **big},
+            publisher(singles(calls), "call.create"),
+        ),
+    ]  # fmt: skip
 
 
 def report(rows: list[Row], recipients: int, size: int, intake_s: float, raw_s: float) -> None:
@@ -203,7 +220,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
     return asyncio.run(run(parser.parse_args()))
 
 

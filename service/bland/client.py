@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from service.bland.batches import classify_batch_create
+from service.bland.batches import classify_batch_create, classify_legacy_batch_create
 from service.bland.classify import (
     classify_create,
     classify_read,
@@ -82,20 +82,21 @@ class BlandClient:
             ) from exc
         return classify_create(response.status_code, _json(response))
 
-    async def create_batch(self, body: Mapping[str, Any]) -> str:
-        """POST /v2/batches/create; Bland's batch id, or a DialerError as for create_call."""
+    async def create_batch(self, body: Mapping[str, Any], *, legacy: bool = False) -> str:
+        """POST /v2/batches/create (legacy: /v1/batches); Bland's batch id, or a DialerError
+        as for create_call."""
+        path = "/v1/batches" if legacy else "/v2/batches/create"
         try:
             async with asyncio.timeout(self._create_deadline_s):
-                response = await self._send(
-                    "create_batch", "POST", "/v2/batches/create", json=dict(body)
-                )
+                response = await self._send("create_batch", "POST", path, json=dict(body))
         except httpx.HTTPError as exc:
             raise classify_transport(exc) from exc
         except TimeoutError as exc:
             raise UnknownOutcomeError(
                 f"no complete answer within {self._create_deadline_s:g} s"
             ) from exc
-        return classify_batch_create(response.status_code, _json(response))
+        classify = classify_legacy_batch_create if legacy else classify_batch_create
+        return classify(response.status_code, _json(response))
 
     async def list_batch_calls(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """GET /v1/calls?batch_id=: the calls Bland placed for one of its batches."""

@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from schemas.call import CallRequest
+from service.commands.rows import csv_cell, header_delimiter
 
 CALL_FIELDS = frozenset(field.alias or name for name, field in CallRequest.model_fields.items()) - {
     "phone_number",
     "task",
 }
 PROGRESS_EVERY = 1000
-Cell = Callable[[str, str], Any]  # (column, text) -> JSON value
 
 
 class BatchCsvError(ValueError):
     """The CSV cannot be one batch; the message lists every malformed line."""
-
-
-def _text(column: str, value: str) -> Any:
-    return value.strip()
 
 
 @dataclass(frozen=True)
@@ -45,25 +41,24 @@ def batch_from_csv(
     *,
     shared: dict[str, Any] | None = None,
     progress: TextIO | None = None,
-    cell: Cell = _text,
 ) -> CsvBatch:
-    """The legacy batch of a CSV file; BatchCsvError listing every malformed line."""
-    reader = csv.reader(io.StringIO(text))
-    header = [cell.strip() for cell in next(reader, [])]
+    """The legacy batch of a CSV file; BatchCsvError listing every malformed line.
+
+    Column names keep their case: placeholders are case-sensitive, as at Bland.
+    """
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=header_delimiter(text), strict=True
+    )
+    try:
+        header = [cell.strip() for cell in next(reader, [])]
+    except csv.Error as exc:
+        raise BatchCsvError(f"line 1: malformed CSV header ({exc})") from exc
     problems = _header_problems(header)
+    if problems:
+        raise BatchCsvError("\n".join(problems))
     entries: list[dict[str, Any]] = []
     lines: list[int] = []
-    for cells in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue  # a blank line
-        if len(cells) != len(header):
-            problems.append(f"line {line}: {len(cells)} cells, the header has {len(header)}")
-            continue
-        entry = {col: cell(col, text) for col, text in zip(header, cells, strict=True) if text.strip()}  # fmt: skip
-        if "phone_number" not in entry:
-            problems.append(f"line {line}: phone_number is empty")
-            continue
+    for line, entry in _records(reader, header, problems):
         entries.append(entry)
         lines.append(line)
         if progress is not None and len(entries) % PROGRESS_EVERY == 0:
@@ -75,6 +70,40 @@ def batch_from_csv(
     body = {"base_prompt": base_prompt, "call_data": entries, **(shared or {})}
     body.update(_lift_shared(entries, lines))
     return CsvBatch(body, lines)
+
+
+def _records(
+    reader: Any, header: list[str], problems: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(first line, row) of each good record; each malformed one noted in `problems`."""
+    end = reader.line_num
+    while True:
+        line = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.append(f"line {line}: malformed CSV ({exc}): an unclosed quote?")
+            return
+        end = reader.line_num
+        problem = _record_problem(cells, header, line, end)
+        if problem is not None:
+            problems.append(problem)
+        elif any(cell.strip() for cell in cells):
+            yield line, {c: csv_cell(c, v) for c, v in zip(header, cells, strict=True) if v.strip()}
+
+
+def _record_problem(cells: list[str], header: list[str], line: int, end: int) -> str | None:
+    if not any(cell.strip() for cell in cells):
+        return None  # a blank line
+    if end > line:
+        return f"line {line}: a quoted cell runs over lines {line}-{end} (an unclosed quote merges rows)"  # fmt: skip
+    if len(cells) != len(header):
+        return f"line {line}: {len(cells)} cells, the header has {len(header)}"
+    if not cells[header.index("phone_number")].strip():
+        return f"line {line}: phone_number is empty"
+    return None
 
 
 def _header_problems(header: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ import aio_pika
 from schemas.envelope import content_request_id, is_valid_request_id
 from service.bus.connection import BROKER_ERRORS, Names
 from service.bus.topology import declare
-from service.commands.batch_csv import BatchCsvError, Cell, batch_from_csv
+from service.commands.batch_csv import BatchCsvError, batch_from_csv
 from service.settings import Settings
 
 KIND = "batch.create"
@@ -45,13 +45,13 @@ def batch_request_id(body: dict[str, Any], salt: str) -> str:
     return "sha256:" + hashlib.sha256(f"{KIND}\n{salt}\n".encode() + canonical).hexdigest()[:40]
 
 
-def batch_body(args: argparse.Namespace, text: str, cell: Cell) -> tuple[dict[str, Any], int]:
+def batch_body(args: argparse.Namespace, text: str) -> tuple[dict[str, Any], int]:
     """The batch.create body of the file and its recipient count; BatchCsvError when malformed."""
     if not args.base_prompt:
         raise BatchCsvError("--batch needs --base-prompt")
     shared: dict[str, Any] = {"label": args.label} if args.label else {}
     progress = sys.stderr if sys.stderr.isatty() else None
-    batch = batch_from_csv(text, args.base_prompt, shared=shared, progress=progress, cell=cell)
+    batch = batch_from_csv(text, args.base_prompt, shared=shared, progress=progress)
     options: dict[str, Any] = {}
     if args.dispatch:
         options["dispatch"] = args.dispatch
@@ -61,11 +61,11 @@ def batch_body(args: argparse.Namespace, text: str, cell: Cell) -> tuple[dict[st
     return body, len(batch.lines)
 
 
-def run_batch(args: argparse.Namespace, settings: Settings, cell: Cell) -> int:
+def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     """Read the CSV, publish one batch.create, report its id."""
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")
-        body, recipients = batch_body(args, text, cell)
+        body, recipients = batch_body(args, text)
     except (OSError, UnicodeDecodeError, BatchCsvError) as exc:
         print(f"dialer publish: {args.file}: {exc}", file=sys.stderr)
         return 2

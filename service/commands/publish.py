@@ -28,7 +28,6 @@ from service.commands.batch_publish import batch_arguments, run_batch
 from service.commands.rows import (
     HeaderError,
     Row,
-    csv_cell,
     csv_records,
     json_records,
     jsonl_records,
@@ -303,12 +302,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CSV: allow quoted cells with line breaks (refused by default: an unclosed quote "
         "would merge rows)",
     )
-    batch_arguments(parser)
     parser.epilog = (
         "CSV: a header row naming the fields (any case; a.b nests), the delimiter , ; tab or | "
         "read from the header. Every row is checked before anything is sent: an invalid row is "
         "reported with its line and, unless --skip-invalid, nothing is published (exit 1)."
     )
+    batch_arguments(parser)
 
 
 def report_problems(name: str, parsed: Parsed, out: TextIO) -> None:
@@ -321,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse and check every row, then publish (or not), report."""
     settings = cli_settings(args)
     if args.batch:
-        return run_batch(args, settings, csv_cell)
+        return run_batch(args, settings)
     if args.kind not in REQUEST_KINDS:
         print(f"dialer publish: --kind must be one of {', '.join(REQUEST_KINDS)}", file=sys.stderr)
         return 2

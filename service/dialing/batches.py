@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
-from service.bland.batches import status_webhook_url, v2_batch_body
+from service.bland.batches import (
+    legacy_batch_body,
+    legacy_groups,
+    status_webhook_url,
+    v2_batch_body,
+)
 from service.bland.client import BlandClient
 from service.clock import Clock
 from service.dialing.decisions import DialResult
@@ -60,14 +66,25 @@ class BatchSender:
 
     async def _send_chunk(self, chunk: list[Claim]) -> DialResult:
         batch_ids = sorted({c.batch_request_id for c in chunk if c.batch_request_id})
-        body = v2_batch_body(
-            [self.body(claim) for claim in chunk],
-            description=f"dialer {', '.join(batch_ids)}" if batch_ids else "dialer",
-            status_webhook=status_webhook_url(self.settings.webhook_url),
-        )
+        label = f"dialer {', '.join(batch_ids)}" if batch_ids else "dialer"
+        status_webhook = status_webhook_url(self.settings.webhook_url)
+        bodies = [self.body(claim) for claim in chunk]
+        if self.settings.bland_batches_api == "v1" and all("task" in b for b in bodies):
+            result: DialResult = "queued"
+            for members in legacy_groups(bodies):
+                body = legacy_batch_body([bodies[i] for i in members], label=label)
+                if status_webhook is not None:
+                    body["batch_webhook"] = status_webhook
+                result = await self._post([chunk[i] for i in members], body, legacy=True)
+            return result
+        body = v2_batch_body(bodies, description=label, status_webhook=status_webhook)
+        return await self._post(chunk, body, legacy=False)
+
+    async def _post(self, chunk: list[Claim], body: dict[str, Any], *, legacy: bool) -> DialResult:
         try:
-            bland_batch_id = await self.bland.create_batch(body)
+            bland_batch_id = await self.bland.create_batch(body, legacy=legacy)
         except Exception as exc:  # classified per claim: retry, fail, unknown (looked up) or pause
+            batch_ids = sorted({c.batch_request_id for c in chunk if c.batch_request_id})
             return await self._failed(chunk, batch_ids, exc)
         stop_owed = await self.ledger.record_batch_queued(
             chunk, bland_batch_id, self.clock(), self.settings.reconcile_grace_s

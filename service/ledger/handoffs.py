@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import BatchFailed, BatchQueued, Event
+from schemas.events import BatchFailed, BatchQueued, CallFailed, Event
+from schemas.phone import PhoneNumberError, normalize_phone
+from service.ledger.announcements import event_ids
 from service.ledger.records import Claim
 from service.ledger.states import State
 from service.ledger.tables import attempts, batches, requests
@@ -131,6 +133,26 @@ class Handoffs(Tracking):
         async with self._write() as conn:
             return await self._adopt_call(conn, request_id, call_id, now) is not None
 
+    async def adopt_by_number(
+        self, bland_batch_id: str, number: str, call_id: str, now: datetime
+    ) -> bool:
+        """A legacy batch's call, found by its number among the recipients Bland holds."""
+        try:
+            phone = normalize_phone(number)
+        except PhoneNumberError:
+            return False
+        async with self._read() as conn:
+            request_id = await conn.scalar(
+                select(requests.c.request_id).where(
+                    requests.c.lease_owner == HANDOFF_OWNER + bland_batch_id,
+                    requests.c.phone_number == phone,
+                    requests.c.state == State.DIALING,
+                )
+            )
+        if request_id is None:
+            return False
+        return await self.adopt_call(str(request_id), call_id, now)
+
     async def overdue_handoffs(self, now: datetime) -> int:
         """Handed-off recipients Bland never reported: unknown outcome (the reconciler's rules)."""
         async with self._write() as conn:
@@ -152,3 +174,30 @@ class Handoffs(Tracking):
                     reason="handed to Bland in a batch; no call reported for it",
                 )  # fmt: skip
             return len(rows)
+
+    async def fail_handoffs(
+        self, bland_batch_id: str, *, code: str | None, reason: str, now: datetime
+    ) -> int:
+        """Bland's batch failed before placing calls: its recipients without a call fail (+ events)."""
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(requests)
+                    .where(
+                        requests.c.state == State.DIALING,
+                        requests.c.lease_owner == HANDOFF_OWNER + bland_batch_id,
+                    )
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                ev = CallFailed(
+                    **event_ids(row, now), stage="dial", error_message=reason[:1000],
+                    errors=[reason[:1000]], source="webhook",
+                )  # fmt: skip
+                await self._move(conn, row, State.FAILED, now, ev, reason=reason[:255])
+                await self._finish_attempt(conn, row.request_id, row.attempts, now, result="failed")
+            brids = sorted({row.batch_request_id for row in rows if row.batch_request_id})
+        if brids:
+            await self.record_batch_failed(brids, code=code, reason=reason, now=now)
+        return len(rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
@@ -63,14 +64,24 @@ class BatchRounds(Periodic):
                 log.warning("batch_poll_failed", bland_batch_id=bland_batch_id, error=str(exc))
                 continue
             for call in calls:
-                request_id = request_id_in(call.get("metadata"))
-                call_id = call.get("call_id") or call.get("c_id")
-                if request_id and isinstance(call_id, str):
-                    adopted += await self.ledger.adopt_call(request_id, call_id, self.clock())
+                adopted += await self._adopt(bland_batch_id, call)
         overdue = await self.ledger.overdue_handoffs(self.clock())
         if adopted or overdue:
             log.info("batch_calls_polled", adopted=adopted, unknown=overdue)
         return adopted
+
+    async def _adopt(self, bland_batch_id: str, call: dict[str, Any]) -> bool:
+        call_id = call.get("call_id") or call.get("c_id")
+        if not isinstance(call_id, str):
+            return False
+        request_id = request_id_in(call.get("metadata"))
+        if request_id is not None:
+            return await self.ledger.adopt_call(request_id, call_id, self.clock())
+        # A legacy batch's calls share their metadata: matched by number within the batch.
+        number = call.get("to") or call.get("phone_number")
+        if not isinstance(number, str):
+            return False
+        return await self.ledger.adopt_by_number(bland_batch_id, number, call_id, self.clock())
 
     async def stop_bland(self, bland_batch_ids: Sequence[str]) -> None:
         """Stop Bland batches of a canceled batch request (calls not connected are canceled)."""

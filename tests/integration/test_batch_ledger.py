@@ -143,3 +143,47 @@ def test_totals_add_up() -> None:
     totals = batch_totals({"completed": 3, "failed": 1, "unresolved": 1, "rejected": 2})
     assert totals["calls_total"] == 7
     assert totals["calls_failed"] == 2
+
+
+async def test_recipients_handed_to_a_bland_batch_are_adopted_or_failed(ledger: Ledger) -> None:
+    await ledger.accept_batch(batch("b4", 3), T0)
+    claims = await claim(ledger, now=at(1))
+    assert await ledger.record_batch_queued(claims, "bb-1", at(2), lookup_after_s=60) is False
+    assert await ledger.handed_off() == ["bb-1"]
+    # The stale-claim sweep leaves them alone: Bland holds them.
+    assert await ledger.sweep_stale_dialing(at(500), stale_after_s=10) == 0
+
+    assert await ledger.adopt_call("b4:0", "call-0", at(3))
+    assert await ledger.fail_handoffs("bb-1", code="source_invalid", reason="bad", now=at(4)) == 2
+    await ledger.record_outcome(
+        Outcome(call_id="call-0", status="completed", completed=True), at(5)
+    )
+
+    assert await ledger.settle_batches(at(6)) == ["b4"]
+    evs = await all_events(ledger)
+    queued = [e.model_dump() for e in evs if e.type == "batch.queued"]
+    assert [(q["batch_id"], q["recipients"]) for q in queued] == [("bb-1", 3)]
+    failed = [e.model_dump() for e in evs if e.type == "batch.failed"]
+    assert [(f["code"], f["reason"]) for f in failed] == [("source_invalid", "bad")]
+    done = next(e.model_dump() for e in evs if e.type == "batch.completed")
+    assert (done["calls_successful"], done["calls_failed"]) == (1, 2)
+
+
+async def test_handed_off_recipients_never_reported_become_unknown(ledger: Ledger) -> None:
+    await ledger.accept_batch(batch("b5", 2), T0)
+    claims = await claim(ledger, now=at(1))
+    await ledger.record_batch_queued(claims, "bb-2", at(2), lookup_after_s=60)
+    assert await ledger.overdue_handoffs(at(30)) == 0
+    assert await ledger.overdue_handoffs(at(63)) == 2
+    assert set((await states(ledger)).values()) == {"unknown"}
+    assert len(await ledger.unknown_attempts(at(64), 10)) == 2
+
+
+async def test_retention_forgets_a_completed_batch_with_its_recipients(ledger: Ledger) -> None:
+    await ledger.accept_batch(batch("b6", 2, {0, 1}), T0)  # every recipient rejected: final
+    assert await ledger.settle_batches(at(1)) == ["b6"]
+    await ledger.purge(before=at(2))
+    assert await ledger.batch_state("b6") is None
+    assert await states(ledger) == {}
+    again = await ledger.accept_batch(batch("b6", 2, {0, 1}), at(3))
+    assert not again.duplicate  # a new request after the idempotency window

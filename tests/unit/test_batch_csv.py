@@ -6,7 +6,6 @@ import pytest
 
 from schemas.recipients import split_batch
 from service.commands.batch_csv import BatchCsvError, batch_from_csv
-from service.commands.rows import csv_cell
 
 PROMPT = "Hi {{name}}, your {{plan}} renews {{renewal_date}}."
 
@@ -18,7 +17,7 @@ def test_each_row_is_a_recipient_and_a_shared_call_field_goes_to_the_batch() -> 
         "\n"
         '(312) 555-0187,James,"Auto, Basic",December 20,5\n'
     )
-    batch = batch_from_csv(text, PROMPT, cell=csv_cell)
+    batch = batch_from_csv(text, PROMPT)
     assert batch.lines == [2, 4]
     assert batch.body["max_duration"] == 5
     assert batch.body["call_data"][1] == {

@@ -12,6 +12,7 @@ from consumers.batches import BatchIds, CancelBatch, CreateBatch, plan_batch, pl
 from schemas.call import CallRequest
 from schemas.recipients import missing_placeholders, split_batch
 from schemas.validation import BlandValidationError
+from service.bland.batches import legacy_batch_body, legacy_groups, v2_batch_body
 
 SEED = Path(__file__).parents[2] / "schemas" / "examples" / "renewal-reminder-batch.json"
 
@@ -134,3 +135,34 @@ def test_batch_cancel_by_request_id_or_bland_batch_id() -> None:
     assert plan_batch_cancel({"request_id": "b"}) == CancelBatch("b", None)
     assert plan_batch_cancel({"batch_id": "x"}) == CancelBatch(None, "x")
     assert isinstance(plan_batch_cancel({"call_id": "c"}), list)
+
+
+def test_calls_that_share_all_but_number_and_task_share_one_legacy_batch() -> None:
+    bodies: list[dict[str, Any]] = [
+        {
+            "phone_number": "+1",
+            "task": "a",
+            "voice": "June",
+            "metadata": {"dialer_request_id": "r0"},
+        },
+        {
+            "phone_number": "+2",
+            "task": "b",
+            "voice": "June",
+            "metadata": {"dialer_request_id": "r1"},
+        },
+        {"phone_number": "+1", "task": "c", "voice": "June"},  # the same number: another batch
+        {"phone_number": "+3", "task": "d", "voice": "Josh"},
+    ]
+    assert legacy_groups(bodies) == [[0, 1], [2], [3]]
+    legacy = legacy_batch_body(bodies[:2], label="x")
+    assert legacy["base_prompt"] == "{{dialer_task}}"
+    assert legacy["call_data"] == [
+        {"phone_number": "+1", "dialer_task": "a"}, {"phone_number": "+2", "dialer_task": "b"},
+    ]  # fmt: skip
+    assert legacy["voice"] == "June"
+    v2 = v2_batch_body(bodies[:2], description="d", status_webhook=None)
+    assert v2["global"] == {"task": "a", "voice": "June"}
+    assert v2["call_objects"][1] == {
+        "phone_number": "+2", "task": "b", "metadata": {"dialer_request_id": "r1"},
+    }  # fmt: skip
