@@ -215,9 +215,7 @@ class Dispatcher:
         )
         self._observe(admission)
         self.submit(claims)
-        screened_out = len(admission.screened) > len(claims)
-        more = len(claims) == limit or screened_out
-        return len(claims), more and admission.limited_by is None
+        return len(claims), len(claims) == limit and admission.limited_by is None
 
     def _observe(self, admission: Admission) -> None:
         """Metrics of one round: the limit that held requests back, compliance, the pace."""
