@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 readme: install  ## regenerate the README's contract and configuration sections
 	$(BIN)/python -m service.commands.readme
 
-.PHONY: readme install test test-unit test-integration demo lint typecheck schema asyncapi-check bench services clean
+.PHONY: readme install test test-unit test-integration demo lint typecheck schema asyncapi-check bench bench-quick services clean
 
 install: $(STAMP)
 
@@ -47,10 +47,14 @@ schema: install  ## write JSON Schemas and asyncapi.yaml to generated/
 	$(BIN)/dialer schema --out generated
 
 asyncapi-check: schema  ## validate the AsyncAPI document with the standard npm parser
+	bash .ci/node
 	bash .ci/asyncapi-check generated/asyncapi.yaml
 
-bench: install services
+bench: install services  ## every benchmark variant, interleaved over 5 rounds; a table and var/bench/latest.json
 	$(BIN)/python -m bench
+
+bench-quick: install services  ## the same variants with tiny counts: a smoke check, nothing timed is asserted
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache generated var

@@ -42,11 +42,14 @@ async def ground_truth(request: Request) -> Response:
 
 
 async def counts(request: Request) -> Response:
-    """GET /_sandbox/counts: calls per phone number, total, rejections and concurrency."""
+    """GET /_sandbox/counts: calls per number, rejections, concurrency, work in progress."""
     simulator = sim(request)
     body = simulator.store.counts()
     body["active"] = simulator.slots.active
     body["max_active"] = simulator.slots.max_active
+    body["posts_in_flight"] = simulator.posts_in_flight
+    body["live_calls"] = simulator.live_calls
+    body["pending_webhooks"] = simulator.pending_webhooks
     return JSONResponse(body)
 
 
@@ -79,7 +82,7 @@ async def put_faults(request: Request) -> Response:
     if not isinstance(body, dict):
         return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
     try:
-        simulator.faults = updated(simulator.faults, body)
+        simulator.change_faults(updated(simulator.faults, body))
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse(simulator.faults.as_dict())

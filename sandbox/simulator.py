@@ -49,6 +49,8 @@ class Simulator:
     _tasks: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
     _stopping: set[str] = field(init=False, default_factory=set)
+    posts_in_flight: int = field(init=False, default=0)  # POST /v1/calls not answered yet
+    _faults_changed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.clock = Clock(self.config.clock_speed)
@@ -67,6 +69,26 @@ class Simulator:
         self.slots = Slots(self.config.plan.max_concurrent)
         self.sender.log = []
 
+    def change_faults(self, faults: Faults) -> None:
+        """New fault knobs; requests waiting out a latency look at them again."""
+        self.faults = faults
+        self._faults_changed.set()
+        self._faults_changed = asyncio.Event()
+
+    async def faults_change(self) -> None:
+        """Return when the fault knobs change next."""
+        await self._faults_changed.wait()
+
+    @property
+    def live_calls(self) -> int:
+        """Calls whose lifecycle is still running."""
+        return len(self._tasks)
+
+    @property
+    def pending_webhooks(self) -> int:
+        """Webhook work not finished yet (waiting, sending or retrying)."""
+        return len(self._background)
+
     async def reset(self) -> None:
         """Forget everything: cancel every running call and webhook, clear the store."""
         tasks = [*self._tasks.values(), *self._background]
@@ -76,7 +98,7 @@ class Simulator:
         self._tasks.clear()
         self._background.clear()
         self._stopping.clear()
-        self.faults = self.config.faults
+        self.change_faults(self.config.faults)
         self.shares = self.config.shares
         self._fresh()
 

@@ -30,7 +30,10 @@ SECRET_FIELDS = ("bland_api_key", "webhook_secret", "amqp_url", "database_url")
 def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
     """Fill a secret from `DIALER_<NAME>_FILE` (the Kubernetes/Docker secret-file convention)."""
     for name in SECRET_FIELDS:
-        path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        path = os.environ.get(f"{variable}_FILE")
+        if path and os.environ.get(variable):
+            raise ValueError(f"{variable} and {variable}_FILE are both set: keep one")
         if path and values.get(name) is None:
             try:
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
@@ -106,7 +109,7 @@ class Settings(BaseSettings):
 
     # Consumer
     prefetch: int = Field(64, ge=1, le=10_000)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     delivery_limit: int = Field(5, ge=1, le=1000)
 
     # Admission (the first, simple limits; the limits issue extends these)
@@ -146,6 +149,13 @@ class Settings(BaseSettings):
     stale_claim_margin_s: float = Field(30.0, ge=0)
     publisher_webhook_timeout_s: float = Field(5.0, gt=0)
 
+    # Batches
+    batch_dispatch: Literal["expand", "bland"] = "expand"
+    batch_settle_interval_s: float = Field(1.0, gt=0)
+    bland_batch_chunk: int = Field(500, ge=1, le=10_000)
+    batch_poll_interval_s: float = Field(5.0, gt=0)
+    coalesce_window_s: float = Field(0.0, ge=0, le=60)
+
     # Outbox relay
     outbox_batch_size: int = Field(256, ge=1, le=10_000)
     outbox_idle_s: float = Field(0.05, gt=0)
@@ -167,6 +177,34 @@ class Settings(BaseSettings):
     @classmethod
     def _secret_files(cls, data: Any) -> Any:
         return _read_secret_files(dict(data)) if isinstance(data, dict) else data
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("amqp", "amqps"):
+            raise ValueError(
+                f"must be an amqp:// or amqps:// URL (got {scheme or 'no'} scheme), "
+                "e.g. amqp://user:password@host:5672/vhost"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            return value
+        if scheme.startswith("postgres"):
+            raise ValueError(
+                f"{scheme}:// needs a driver: use postgresql+asyncpg://user:password@host/db"
+            )
+        raise ValueError(
+            f"unsupported scheme {scheme or '(none)'}://: use postgresql+asyncpg://... "
+            "(or sqlite+aiosqlite:///path, or leave it unset for the SQLite file)"
+        )
 
     @field_validator("calling_window")
     @classmethod
@@ -224,18 +262,23 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "settings"
-            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+        raise ConfigError("; ".join(_problem(err) for err in exc.errors())) from exc
+
+
+def _problem(err: Any) -> str:
+    """One validation error as `DIALER_NAME: what is wrong` (pydantic's prefix dropped)."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a model-level check names its variables itself
+        return message
+    field = ".".join(str(part) for part in err["loc"])
+    return f"{ENV_PREFIX}{field.upper()}: {message}"
 
 
 _DESCRIPTIONS: dict[str, str] = {
     "amqp_url": "RabbitMQ URL (amqp:// or amqps://).",
     "amqp_heartbeat_s": "AMQP heartbeat asked of the broker unless the URL sets `heartbeat`: a link that went silent is dropped and reconnected after about twice this (0: none).",
     "database_url": "Ledger URL: `postgresql+asyncpg://...` for replicas; unset = SQLite file in the data dir.",
-    "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more).",
+    "database_pool_size": "Ledger connections per process (kept open; callers wait for one rather than open more). SQLite uses at most 2: it has one writer.",
     "data_dir": "Where the embedded SQLite ledger lives.",
     "prefix": "Name prefix of every exchange and queue (`dialer.requests`, `dialer.events`, `dialer.dead`).",
     "bland_api_key": "Bland API key, sent as `Authorization`.",
@@ -249,7 +292,12 @@ _DESCRIPTIONS: dict[str, str] = {
     "http_host": "HTTP listen address (health, metrics, webhooks).",
     "http_port": "HTTP listen port.",
     "prefetch": "Unacked deliveries per consumer; requests are acked right after the ledger commit.",
-    "max_body_bytes": "Larger request bodies are dead-lettered unread.",
+    "max_body_bytes": "Larger request bodies are dead-lettered unread (`too_large`). 4 MiB holds a `batch.create` of well over 10,000 recipients of the seed's shape (about 100 bytes each); split larger batches.",
+    "batch_dispatch": "How batch recipients are dialed unless the batch's `dialer.dispatch` says: `expand` (one `POST /v1/calls` each, under the service's limits) or `bland` (Bland's `POST /v2/batches/create`, chunked).",
+    "bland_batch_chunk": "`bland` dispatch: most call objects in one `POST /v2/batches/create` (a claim round holds at most DIALER_DISPATCH_BATCH_SIZE recipients: raise both for big batches).",
+    "batch_poll_interval_s": "`bland` dispatch: how often `GET /v1/calls?batch_id=` is asked for the calls of Bland batches whose recipients have no call id yet (lost webhooks); one not reported within DIALER_RECONCILE_GRACE_S is an unknown outcome, reconciled like a single call.",
+    "coalesce_window_s": "Beyond Bland: single `call.create` requests claimed within this many seconds of each other go out together as one `POST /v2/batches/create` (what they share in `global`), cutting API requests; each call waits up to the window. 0 = off (each call its own `POST /v1/calls`).",
+    "batch_settle_interval_s": "How often open batches are checked for completion (`batch.completed` once every recipient is final).",
     "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
     "max_calls_per_second": "Dials started per second, across all replicas.",

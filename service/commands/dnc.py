@@ -101,7 +101,11 @@ async def _list(ledger: Ledger, out: TextIO, *, as_json: bool) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`dialer dnc add NUMBER | remove NUMBER | list | import FILE`."""
-    parser.add_argument("action", choices=("add", "remove", "list", "import"))
+    parser.add_argument(
+        "action",
+        choices=("add", "remove", "list", "import"),
+        help="add or remove a number, list the list, or import a file of numbers",
+    )
     parser.add_argument("number", nargs="?", help="add/remove: the number; import: the file")
     parser.add_argument("--reason", help="add: why (e.g. opt-out by phone)")
     parser.add_argument("--json", action="store_true", help="list: one JSON object per line")

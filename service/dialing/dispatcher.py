@@ -19,8 +19,10 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
+from service.dialing.batches import BatchSender, Coalescer
 from service.dialing.compliance import rules_from, screen_round
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
+from service.dialing.recorder import QueuedRecorder
 from service.errors import StoreUnavailableError, ThrottledError
 from service.ledger import Accepted, Admission, CallToStop, Claim, Ledger, Limits, NewCall
 from service.ledger.records import Candidate, NumberFacts, Screened
@@ -79,6 +81,7 @@ class Dispatcher:
         self.stop_canceled = stop_canceled
         self.problem: str | None = None  # set while Bland refuses our account
         self.failures = 0  # consecutive rounds the ledger failed
+        self.rounds = 0  # claim rounds completed: evidence that the loop has moved on
         self._policy = RetryPolicy(settings.retry_backoff_base_s, settings.retry_backoff_max_s)
         # Consecutive dials that failed for a reason not about the request: hold every claim.
         self._setbacks = Backoff(self._policy.base_s, self._policy.cap_s, jitter=True, draw=draw)
@@ -86,12 +89,23 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
+        self._queued = QueuedRecorder(ledger, clock)
         self._task: asyncio.Task[None] | None = None
         self.rules = rules_from(settings)
         self.pace = 1.0  # the shared pace read in the last round (Bland's 429s lower it)
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
         metrics.pace.set(1.0)
         metrics.rate_limit.set(settings.max_calls_per_second)
+        self.batches = BatchSender(
+            settings, ledger, bland, metrics, clock=clock,
+            body=lambda claim: call_body(claim, settings.webhook_url),
+            record_failure=self._record,
+        )  # fmt: skip
+        self.coalescer = (
+            Coalescer(settings.coalesce_window_s, self.batches.send, self._track)
+            if settings.coalesce_window_s > 0
+            else None
+        )
 
     def screen(
         self,
@@ -181,6 +195,7 @@ class Dispatcher:
                 continue
             retry.reset()
             self.failures = 0
+            self.rounds += 1
             if not full:
                 await self._idle(self.settings.dispatch_idle_s)
             elif claimed == 0:
@@ -219,6 +234,8 @@ class Dispatcher:
 
     def _observe(self, admission: Admission) -> None:
         """Metrics of one round: the limit that held requests back, compliance, the pace."""
+        # What /metrics reports as holding due work back.
+        self.metrics.limited_by = admission.limited_by
         if admission.limited_by is not None:
             self.metrics.limit_waits.labels(admission.limited_by).inc()
         for item in admission.screened:
@@ -235,11 +252,20 @@ class Dispatcher:
             self.metrics.rate_limit.set(self.settings.max_calls_per_second * self.pace)
 
     def submit(self, claims: Sequence[Claim]) -> None:
-        """Start the POSTs of claims."""
-        for claim in claims:
-            task = asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        """Start the POSTs of claims (recipients of `bland` dispatch: in Bland batches)."""
+        handed = [claim for claim in claims if claim.dispatch == "bland"]
+        if handed:
+            self._track(asyncio.create_task(self.batches.send(handed), name="bland-batch"))
+        singles = [claim for claim in claims if claim.dispatch != "bland"]
+        if self.coalescer is not None and singles:
+            self.coalescer.add(singles)
+            return
+        for claim in singles:
+            self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
+
+    def _track(self, task: asyncio.Task[DialResult]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def dial(self, claim: Claim) -> DialResult:
         """POST one claimed request and record the result; returns the `calls_dialed` label."""
@@ -287,7 +313,7 @@ class Dispatcher:
     async def _record_queued(self, claim: Claim, call_id: str) -> DialResult:
         self._setbacks.reset()
         self.problem = None
-        queued = await self.ledger.record_queued(claim, call_id, self.clock())
+        queued = await self._queued.record(claim, call_id)
         if not queued.recorded:
             # The row moved on without us (e.g. a webhook settled it first); nothing to redo.
             log.warning("queued_claim_stale", request_id=claim.request_id, call_id=call_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,17 +27,37 @@ class Attempts(LedgerBase):
         dispatcher's row before its answer arrived. A cancel that came while the POST was in
         flight is returned as the stop to send, without another read.
         """
+        return (await self.record_queued_many([(claim, call_id)], now))[0]
+
+    async def record_queued_many(
+        self, answers: Sequence[tuple[Claim, str]], now: datetime
+    ) -> list[Queued]:
+        """record_queued for answers that arrived together: one transaction, the same checks.
+
+        Rows are locked in one statement in key order, so two such writers never deadlock.
+        """
+        if not answers:
+            return []
         async with self._write() as conn:
-            row = await self._lock(conn, requests.c.request_id == claim.request_id)
-            if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
-                return Queued(recorded=False)
-            if row.state not in (State.DIALING, State.UNKNOWN):
-                return Queued(recorded=False)
-            await self._to_queued(conn, row, call_id, now, reconciled=False)
-            canceled_at = row.cancel_requested_at
-            if canceled_at is None or row.stop_sent_at is not None:
-                return Queued(recorded=True)
-            return Queued(recorded=True, stop=CallToStop(row.request_id, call_id, canceled_at))
+            rows = await self._lock_ids(conn, [claim.request_id for claim, _ in answers])
+            results = []
+            for claim, call_id in answers:
+                row = rows.pop(claim.request_id, None)  # a second answer for it is stale
+                results.append(await self._queued(conn, row, claim, call_id, now))
+            return results
+
+    async def _queued(
+        self, conn: AsyncConnection, row: Any, claim: Claim, call_id: str, now: datetime
+    ) -> Queued:
+        if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
+            return Queued(recorded=False)
+        if row.state not in (State.DIALING, State.UNKNOWN):
+            return Queued(recorded=False)
+        await self._to_queued(conn, row, call_id, now, reconciled=False)
+        canceled_at = row.cancel_requested_at
+        if canceled_at is None or row.stop_sent_at is not None:
+            return Queued(recorded=True)
+        return Queued(recorded=True, stop=CallToStop(row.request_id, call_id, canceled_at))
 
     async def record_dial_failed(
         self,

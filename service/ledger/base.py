@@ -121,6 +121,19 @@ class LedgerBase:
         result = await conn.execute(select(requests).where(*criteria).with_for_update())
         return result.first()
 
+    async def _lock_ids(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Row[Any]]:
+        """Lock rows by request id, in key order (no deadlock between two such writers)."""
+        found: dict[str, Row[Any]] = {}
+        for chunk in chunks(sorted(set(ids))):
+            result = await conn.execute(
+                select(requests)
+                .where(requests.c.request_id.in_(chunk))
+                .order_by(requests.c.request_id)
+                .with_for_update()
+            )
+            found.update((row.request_id, row) for row in result)
+        return found
+
     async def _lock_claimed(self, conn: AsyncConnection, claim: Claim) -> Row[Any] | None:
         """The claimed row, if it is still in the claim's dialing attempt."""
         row = await self._lock(conn, requests.c.request_id == claim.request_id)

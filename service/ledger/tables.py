@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -104,9 +105,11 @@ requests = Table(
     # virtual time first within a priority.
     Column("fair_key", String(REQUEST_ID_LEN + 16)),
     Column("fair_vt", Float, nullable=False, server_default="0"),
+    # Batch recipients: the index in their batch request; `bland` when sent in Bland's batches.
+    Column("recipient_index", Integer),
+    Column("dispatch", String(8)),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
-    Index("ix_requests_due", "state", "priority", "not_before"),
     Index("ix_requests_expiry", "state", "expires_at"),
     Index("ix_requests_check", "state", "next_check_at"),
     Index("ix_requests_started", "state", "attempt_started_at"),
@@ -116,6 +119,18 @@ requests = Table(
     Index("ix_requests_finished", "state", "updated_at"),
     Index("ix_requests_fair", "state", "priority", "fair_vt"),
     Index("ix_requests_fair_key", "fair_key", "fair_vt"),
+)
+
+# The claim's order (priority first, then the fair share's virtual time, then oldest due), so that taking the next due rows reads
+# only those rows, however many are pending; the same columns serve "anything due?".
+Index(
+    "ix_requests_claim",
+    requests.c.state,
+    requests.c.priority.desc(),
+    requests.c.fair_vt,
+    requests.c.not_before,
+    requests.c.created_at,
+    requests.c.request_id,
 )
 
 attempts = Table(
@@ -198,3 +213,24 @@ do_not_call = Table(
 )
 
 ADMISSION_ROW_ID = 1
+
+# One row per batch request; its recipients are `requests` rows with its batch_request_id.
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_request_id", String(REQUEST_ID_LEN), primary_key=True),
+    Column("state", String(16), nullable=False),  # open, completed
+    Column("shape", String(8), nullable=False),  # legacy, v2
+    Column("dispatch", String(8), nullable=False),  # expand, bland
+    Column("correlation_id", String(255)),
+    Column("reply_to", String(255)),
+    Column("recipients", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("test_mode", Boolean, nullable=False),
+    Column("bland_batch_ids", Text),  # JSON list, `bland` dispatch
+    Column("cancel_requested_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_batches_state", "state", "updated_at"),
+)

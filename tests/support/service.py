@@ -30,7 +30,7 @@ import pytest
 from service.settings import Settings
 from tests.support.sandbox import REPO_ROOT, SandboxProcess, free_port
 
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0  # `dialer serve` imports the whole service: slow on a starved box
 # Simulated calls last about 80 s: at 600x that is about 0.15 s of real time.
 FAST_SANDBOX: dict[str, Any] = {
     "clock_speed": 600.0,
