@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from bench.pipeline import publish, wait_http
+from bench.common import publish
 from sandbox.process import Sandbox, free_port, start_sandbox
 from service.bus.connection import broker_answers
 from service.bus.topology import delete_topology
@@ -117,6 +117,21 @@ def replica_env(
     return env
 
 
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Until `url` answers 200 (or the process dies)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
 def start_replica(env: dict[str, str], directory: Path, n: int) -> subprocess.Popen[bytes]:
     """`dialer serve` as a process."""
     log = (directory / f"replica-{n}.log").open("wb")
@@ -181,7 +196,7 @@ async def run(args: argparse.Namespace) -> int:
             json.dumps({"phone_number": f"+1212{2_000_000 + i:07d}", "task": "Bench."}).encode()
             for i in range(args.requests)
         ]
-        await publish(args.amqp_url, f"{prefix}.requests", bodies, "call.create")
+        await publish(args.amqp_url, f"{prefix}.requests", "call.create", bodies)
         samples = Samples()
         elapsed_s = await sample(sandbox, database_url, args.requests, args.concurrency, samples)
         async with httpx.AsyncClient(base_url=sandbox.base_url, timeout=30) as client:
