@@ -152,6 +152,7 @@ def demo_settings(
         max_calls_per_second=500.0,
         # The sandbox calls nobody: the demo runs at any hour (the service's default is 08-21).
         calling_window="00:00-24:00",
+        region_rules={},
         dispatch_idle_s=0.05,
         outcome_overdue_s=5.0,
         outcome_poll_every_s=2.0,
