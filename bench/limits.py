@@ -210,7 +210,10 @@ async def run(args: argparse.Namespace) -> int:
             process.wait(timeout=60)
         sandbox.stop()
         await delete_topology(args.amqp_url, prefix)
-        await _admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep_database:
+            print(f"ledger kept: {database_url}")
+        else:
+            await _admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     report(args, elapsed_s, samples, Seen(counts, calls, tried))
     print(f"\nlogs in {directory}")
     return 0
@@ -260,6 +263,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--keep-database", action="store_true", help="keep the ledger to inspect")
     parser.add_argument(
         "--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
