@@ -79,7 +79,12 @@ async def assemble(
     stops = CallStops(ledger, bland, metrics, clock=clock)
     dispatcher = Dispatcher(settings, ledger, bland, metrics, clock=clock, stop_canceled=stops.stop)
     webhooks = WebhookIntake(
-        settings, ledger, metrics, clock=clock, forward_transport=forward_transport
+        settings,
+        ledger,
+        metrics,
+        clock=clock,
+        forward_transport=forward_transport,
+        on_settled=dispatcher.wake,
     )
     relay = OutboxRelay(settings, ledger, metrics, clock=clock)
     batches = BatchRounds(settings, ledger, bland, metrics, clock=clock)
