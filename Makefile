@@ -47,6 +47,7 @@ schema: install  ## write JSON Schemas and asyncapi.yaml to generated/
 	$(BIN)/dialer schema --out generated
 
 asyncapi-check: schema  ## validate the AsyncAPI document with the standard npm parser
+	bash .ci/node
 	bash .ci/asyncapi-check generated/asyncapi.yaml
 
 bench: install services  ## every benchmark variant, interleaved over 5 rounds; a table and var/bench/latest.json

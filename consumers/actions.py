@@ -15,7 +15,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from consumers.decode import Cancel, Create, Delivery, Plan, Reject
+from consumers.decode import Cancel, Create, Delivery, Dnc, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
 from service.bus import guard
 from service.bus.connection import BROKER_ERRORS
@@ -23,6 +23,7 @@ from service.bus.dead_letters import dead_letter_message
 from service.clock import Clock
 from service.errors import StoreUnavailableError
 from service.ledger import Accepted, CallToStop, Ledger, NewCall
+from service.ledger.do_not_call import DncSource
 from service.logs import mask_phone
 from service.metrics import Metrics
 
@@ -166,6 +167,21 @@ class Actions:
             await self._reject(item, action)
         elif isinstance(action, Cancel):
             await self._cancel(item, action)
+        elif isinstance(action, Dnc):
+            await self._dnc(item, action)
+
+    async def _dnc(self, item: Item, action: Dnc) -> None:
+        p = item.plan
+        request = DncSource(p.request_id, p.correlation_id, p.reply_to)
+        if action.add:
+            changed = await self.ledger.dnc_add(
+                action.phone_number, reason=action.reason, now=self.clock(), request=request
+            )
+        else:
+            changed = await self.ledger.dnc_remove(
+                action.phone_number, now=self.clock(), request=request
+            )
+        await self._done(item, "dnc_updated" if changed else "dnc_unchanged")
 
     async def _reject(self, item: Item, action: Reject) -> None:
         p = item.plan

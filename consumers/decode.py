@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.call import to_bland_body
-from schemas.envelope import REQUEST_KINDS, CancelRequest, content_request_id, is_valid_request_id
+from schemas.envelope import (
+    REQUEST_KINDS,
+    CancelRequest,
+    DncRequest,
+    content_request_id,
+    is_valid_request_id,
+)
+from schemas.phone import PhoneNumberError, normalize_phone
 from schemas.validation import BlandValidationError, bland_messages, validate_call_create
 from schemas.wire import MAX_DEPTH, depth, has_lone_surrogate
 from service.ledger import NewCall
@@ -145,7 +152,7 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------- what to do with a delivery
 
-SUPPORTED_KINDS = ("call.create", "call.cancel")
+SUPPORTED_KINDS = ("call.create", "call.cancel", "dnc.add", "dnc.remove")
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,15 @@ class Cancel:
 
     request_id: str | None
     call_id: str | None
+
+
+@dataclass(frozen=True)
+class Dnc:
+    """Add a number to the do-not-call list, or take it off."""
+
+    add: bool
+    phone_number: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -180,7 +196,7 @@ class Plan:
     request_id: str
     correlation_id: str | None
     reply_to: str | None
-    action: Create | Cancel | Reject
+    action: Create | Cancel | Dnc | Reject
     phone_number: str | None = None
 
 
@@ -199,6 +215,8 @@ def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan
         return _plan_create(decoded, delivery, replace_webhook)
     if kind == "call.cancel":
         return Plan(kind, rid, *ids, _cancel_action(decoded.body))
+    if kind in ("dnc.add", "dnc.remove"):
+        return Plan(kind, rid, *ids, dnc_action(kind, decoded.body))
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
     return Plan(kind, rid, *ids, Reject("unsupported_kind", [error], dead_letter=False))
 
@@ -249,3 +267,15 @@ def _cancel_action(body: dict[str, Any]) -> Cancel | Reject:
         error = "batch_id cancels a batch: publish it as batch.cancel."
         return Reject("invalid_request", [error], dead_letter=False)
     return Cancel(request.request_id, request.call_id)
+
+
+def dnc_action(kind: str, body: dict[str, Any]) -> Dnc | Reject:
+    """A dnc.add / dnc.remove body as its action, or the rejection naming the field."""
+    try:
+        request = DncRequest.model_validate(body)
+        phone = normalize_phone(request.phone_number)
+    except ValidationError as exc:
+        return Reject("invalid_request", bland_messages(exc), dead_letter=False)
+    except PhoneNumberError as exc:
+        return Reject("invalid_request", [f"phone_number: {exc.message}"], dead_letter=False)
+    return Dnc(kind == "dnc.add", phone, request.reason)

@@ -70,6 +70,7 @@ class RequestConsumer:
         self._worker: asyncio.Task[None] | None = None
         self._paused = False
         self._stopping = False
+        self.ledger_retries = 0  # ledger pings that failed while paused: how long it held
 
     # ------------------------------------------------------------ lifecycle
 
@@ -253,6 +254,7 @@ class RequestConsumer:
                 try:
                     await self.ledger.ping()
                 except STORE_ERRORS:
+                    self.ledger_retries += 1
                     continue
                 log.info("ledger_back_resuming")
                 await self._resume()

@@ -42,11 +42,14 @@ async def ground_truth(request: Request) -> Response:
 
 
 async def counts(request: Request) -> Response:
-    """GET /_sandbox/counts: calls per phone number, total, rejections and concurrency."""
+    """GET /_sandbox/counts: calls per number, rejections, concurrency, work in progress."""
     simulator = sim(request)
     body = simulator.store.counts()
     body["active"] = simulator.slots.active
     body["max_active"] = simulator.slots.max_active
+    body["posts_in_flight"] = simulator.posts_in_flight
+    body["live_calls"] = simulator.live_calls
+    body["pending_webhooks"] = simulator.pending_webhooks
     return JSONResponse(body)
 
 

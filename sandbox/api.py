@@ -32,6 +32,15 @@ STOP_NOT_FOUND = "SID not found for the given c_id."
 
 async def create_call(request: Request) -> Response:
     """POST /v1/calls; every attempt is noted for /_sandbox/requests."""
+    simulator = sim(request)
+    simulator.posts_in_flight += 1
+    try:
+        return await _create_call(request)
+    finally:
+        simulator.posts_in_flight -= 1
+
+
+async def _create_call(request: Request) -> Response:
     await added_latency(request)
     simulator = sim(request)
     note = simulator.store.note_attempt

@@ -26,8 +26,8 @@ DURATION_OPTIONS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The sandbox's options."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8765, help="listen port (default: %(default)s)")
     parser.add_argument("--webhook-secret", help="HMAC key for X-Webhook-Signature")
     parser.add_argument(
         "--plan", choices=sorted(PLANS), default="start", help="caps preset (default: %(default)s)"
@@ -80,22 +80,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="simulated seconds (%(default)s)",
         )
     faults = Faults()
-    parser.add_argument("--latency-ms", type=float, default=faults.latency_ms)
-    parser.add_argument("--error-5xx-share", type=float, default=faults.error_5xx_share)
-    parser.add_argument("--rate-limit-429-share", type=float, default=faults.rate_limit_429_share)
-    parser.add_argument("--drop-share", type=float, default=faults.drop_share)
-    parser.add_argument("--webhook-loss-share", type=float, default=faults.webhook_loss_share)
-    parser.add_argument("--webhook-retries", type=int, default=faults.webhook_retries)
-    parser.add_argument("--read-error-5xx-share", type=float, default=faults.read_error_5xx_share)
-    parser.add_argument(
-        "--webhook-delay-s", type=float, default=faults.webhook_delay_s, help="simulated seconds"
+    fault = parser.add_argument_group(
+        "faults",
+        "what goes wrong and how often (shares are probabilities 0 to 1); "
+        "also settable at run time with PUT /_sandbox/faults",
+    )
+    fault.add_argument(
+        "--latency-ms",
+        type=float,
+        default=faults.latency_ms,
+        help="added to every API answer, real milliseconds (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--error-5xx-share",
+        type=float,
+        default=faults.error_5xx_share,
+        help="call creates answered 500 with nothing placed (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--rate-limit-429-share",
+        type=float,
+        default=faults.rate_limit_429_share,
+        help="call creates answered 429 with nothing placed (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--drop-share",
+        type=float,
+        default=faults.drop_share,
+        help="call creates placed but whose answer is lost (connection closed): "
+        "an unknown outcome for the client (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--webhook-loss-share",
+        type=float,
+        default=faults.webhook_loss_share,
+        help="post-call webhooks never sent (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--webhook-retries",
+        type=int,
+        default=faults.webhook_retries,
+        help="resends of a webhook the receiver did not answer 2xx (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--read-error-5xx-share",
+        type=float,
+        default=faults.read_error_5xx_share,
+        help="reads (GET /v1/calls...) answered 500 (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--webhook-delay-s",
+        type=float,
+        default=faults.webhook_delay_s,
+        help="extra delay before each webhook, simulated seconds (default: %(default)s)",
+    )
+    fault.add_argument(
+        "--webhook-duplicate-share",
+        type=float,
+        default=faults.webhook_duplicate_share,
+        help="delivered webhooks sent a second time (default: %(default)s)",
     )
     parser.add_argument(
-        "--webhook-duplicate-share", type=float, default=faults.webhook_duplicate_share
+        "--webhook-retry-delay-s",
+        type=float,
+        default=1.0,
+        help="wait before resending a failed webhook, real seconds (default: %(default)s)",
     )
-    parser.add_argument("--webhook-retry-delay-s", type=float, default=1.0)
-    parser.add_argument("--webhook-timeout-s", type=float, default=10.0)
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--webhook-timeout-s",
+        type=float,
+        default=10.0,
+        help="how long a webhook receiver may take to answer, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="the sandbox's log level (default: %(default)s)",
+    )
 
 
 def _faults(args: argparse.Namespace) -> Faults:

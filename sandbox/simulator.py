@@ -49,6 +49,7 @@ class Simulator:
     _tasks: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
     _stopping: set[str] = field(init=False, default_factory=set)
+    posts_in_flight: int = field(init=False, default=0)  # POST /v1/calls not answered yet
 
     def __post_init__(self) -> None:
         self.clock = Clock(self.config.clock_speed)
@@ -66,6 +67,16 @@ class Simulator:
         self.store = Store()
         self.slots = Slots(self.config.plan.max_concurrent)
         self.sender.log = []
+
+    @property
+    def live_calls(self) -> int:
+        """Calls whose lifecycle is still running."""
+        return len(self._tasks)
+
+    @property
+    def pending_webhooks(self) -> int:
+        """Webhook work not finished yet (waiting, sending or retrying)."""
+        return len(self._background)
 
     async def reset(self) -> None:
         """Forget everything: cancel every running call and webhook, clear the store."""

@@ -11,8 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RequestKind = Literal["call.create", "call.cancel", "batch.create", "batch.cancel"]
-REQUEST_KINDS: tuple[str, ...] = ("call.create", "call.cancel", "batch.create", "batch.cancel")
+RequestKind = Literal[
+    "call.create", "call.cancel", "batch.create", "batch.cancel", "dnc.add", "dnc.remove"
+]
+REQUEST_KINDS: tuple[str, ...] = (
+    "call.create", "call.cancel", "batch.create", "batch.cancel", "dnc.add", "dnc.remove"
+)  # fmt: skip
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -44,6 +48,14 @@ class DialerOptions(BaseModel):
     )
     recipient_timezone: str | None = Field(
         None, description="IANA zone of the recipient when the number's zone is unknown."
+    )
+    campaign_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Campaign this call belongs to: campaigns share the limits by weighted fair share.",
+    )
+    campaign_weight: float = Field(
+        1.0, gt=0, le=1000, description="The campaign's weight in the fair share (default 1)."
     )
 
     @field_validator("recipient_timezone")
@@ -79,6 +91,14 @@ class CancelRequest(BaseModel):
         if len(given) != 1:
             raise ValueError("Exactly one of request_id, call_id or batch_id is required.")
         return self
+
+
+class DncRequest(BaseModel):
+    """Body of `dnc.add` / `dnc.remove`: the number (E.164 or US national) and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    phone_number: str = Field(description="The number to list or unlist.")
+    reason: str | None = Field(None, max_length=255, description="Why (dnc.add), e.g. opt-out.")
 
 
 class Envelope(BaseModel):

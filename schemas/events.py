@@ -133,6 +133,27 @@ class CallSuppressed(Event):
     rule: str | None = None
 
 
+class CallDeferred(Event):
+    """The recipient's calling window is closed: the request waits in the ledger until then."""
+
+    event_type: ClassVar[str] = "call.deferred"
+    not_before: datetime = Field(description="The next instant the window is open (UTC).")
+    reason: str = Field("calling_window", description="Why it waits: calling_window.")
+    rule: str | None = Field(
+        None, description="The rules that applied, e.g. global+US-FL 08:00-20:00."
+    )
+
+
+class DncUpdated(Event):
+    """A `dnc.add` / `dnc.remove` request was applied to the do-not-call list."""
+
+    event_type: ClassVar[str] = "dnc.updated"
+    action: Literal["add", "remove"]
+    listed: bool = Field(description="Whether the number is on the list now.")
+    changed: bool = Field(description="False when the list already said so.")
+    reason: str | None = None
+
+
 class CallExpired(Event):
     """The request's `expires_at` passed before it could be dialed."""
 
@@ -197,8 +218,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallFailed,
         CallCanceled,
         CallSuppressed,
+        CallDeferred,
         CallExpired,
         CallUnresolved,
+        DncUpdated,
         BatchAccepted,
         BatchRejected,
         BatchQueued,

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from schemas.batch import BatchV2Request, LegacyBatchRequest
 from schemas.call import CallRequest
-from schemas.envelope import CancelRequest, DialerOptions
+from schemas.envelope import CancelRequest, DialerOptions, DncRequest
 from schemas.events import EVENT_TYPES, Event
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -49,6 +49,13 @@ REQUESTS: tuple[tuple[str, str, type[BaseModel], str], ...] = (
     ("batch.create.legacy", "batch.create", BatchCreateLegacy, "Batch, seed-tutorial shape."),
     ("batch.create.v2", "batch.create", BatchCreateV2, "Batch, Bland v2 shape."),
     ("batch.cancel", "batch.cancel", CancelRequest, "Cancel a batch."),
+    (
+        "dnc.add",
+        "dnc.add",
+        DncRequest,
+        "Put a number on the do-not-call list (checked at dial time).",
+    ),
+    ("dnc.remove", "dnc.remove", DncRequest, "Take a number off the do-not-call list."),
 )
 REQUEST_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("message_id", "The request id and idempotency key (else a hash of kind and body)."),

@@ -12,7 +12,7 @@ import structlog
 import uvicorn
 
 from service.backoff import Backoff
-from service.bus.connection import BROKER_ERRORS
+from service.bus.connection import BROKER_ERRORS, broker_config_error
 from service.composition import Parts
 from service.errors import ConfigError, StoreUnavailableError
 from service.ledger import Ledger
@@ -28,6 +28,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailableError, *BROKER_ERR
 START_RETRY_MAX_S = 5.0
 FLUSH_READ_TIMEOUT_S = 2.0
 HTTP_STOP_S = 3.0
+CLOSE_S = 0.5  # each connection close may take this long after the drain deadline
 
 
 class _Restartable(Protocol):
@@ -136,6 +137,9 @@ class App:
             try:
                 result = await start()
             except RETRYABLE as exc:
+                problem = broker_config_error(exc, self.settings.amqp_url.get_secret_value())
+                if problem is not None:
+                    raise problem from exc
                 reason = mask_text(str(exc)) or type(exc).__name__
                 self.parts.health.waiting[part] = f"unreachable: {reason}"
                 delay_s = retry.next_s()
@@ -162,7 +166,9 @@ class App:
         p = self.parts
         loop = asyncio.get_running_loop()
         grace_s = self.settings.shutdown_grace_s
-        deadline = loop.time() + grace_s * 0.9
+        # A fifth of the grace is kept for closing connections and the interpreter's exit on
+        # a starved machine: the orchestrator kills the process at the grace, not after it.
+        deadline = loop.time() + grace_s * 0.8
 
         def left(share: float = 1.0) -> float:
             return max(0.05, (deadline - loop.time()) * share)
@@ -189,10 +195,9 @@ class App:
         if "relay" in p.health.started:
             await self._flush_outbox(deadline)
             await p.relay.stop(left())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(p.webhooks.aclose(), left())
-        await p.bland.aclose()
-        await p.ledger.close()
+        for close in (p.webhooks.aclose, p.bland.aclose, p.ledger.close):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(close(), left() + CLOSE_S)
         log.info("service_stopped")
 
     async def _flush_outbox(self, deadline: float) -> None:

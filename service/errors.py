@@ -11,6 +11,10 @@ class ConfigError(DialerError):
     """A setting is missing or invalid; start-up must stop and name it."""
 
 
+class ServiceUnreachableError(DialerError):
+    """A command cannot reach the broker or the database; it stops with one line naming it."""
+
+
 class PermanentError(DialerError):
     """The request can never succeed as sent: reject it, never retry."""
 

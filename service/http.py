@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from schemas import wire
 from service.ledger import Ledger, LedgerCounts
-from service.metrics import Metrics
+from service.metrics import WAIT_REASONS, Metrics
 from service.outcomes.webhooks import WebhookIntake, verify_signature
 from service.settings import Settings
 
@@ -48,11 +48,22 @@ class HttpParts:
 
 
 def set_gauges(metrics: Metrics, counts: LedgerCounts) -> None:
-    """Backlog by state, unsent events and slots held, from one ledger read."""
+    """Backlog by state, due work and what holds it back, unsent events and slots held."""
     for state, count in counts.by_state.items():
         metrics.backlog.labels(state).set(count)
     metrics.outbox_pending.set(counts.outbox_pending)
     metrics.active_calls.set(counts.active_slots)
+    metrics.backlog_due.set(counts.due)
+    for reason in WAIT_REASONS:
+        metrics.backlog_waiting.labels(reason).set(
+            counts.due if reason == metrics.limited_by else 0
+        )
+
+
+def set_readiness(metrics: Metrics, checks: Mapping[str, str]) -> None:
+    """dialer_ready{check}: 1 for "ok", 0 for anything else."""
+    for check, value in checks.items():
+        metrics.ready.labels(check).set(1 if value == "ok" else 0)
 
 
 async def read_capped(request: Request, max_bytes: int) -> bytes:
@@ -79,6 +90,10 @@ async def _refresh_gauges(parts: HttpParts) -> None:
         log.warning("gauge_refresh_failed", error=str(exc) or type(exc).__name__)
     else:
         set_gauges(parts.metrics, counts)
+    try:
+        set_readiness(parts.metrics, await parts.readiness())
+    except Exception as exc:  # the scrape still answers; readiness keeps its last value
+        log.warning("readiness_gauge_failed", error=str(exc) or type(exc).__name__)
 
 
 def create_app(parts: HttpParts) -> Starlette:

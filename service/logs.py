@@ -117,3 +117,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     # httpx logs every request line at INFO with the full URL; keep it at WARNING.
     for noisy in ("httpx", "httpcore", "aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # aiormq logs every failed connect at ERROR, and the caller (start-up retry, or aio-pika's
+    # reconnect) logs the same attempt again: keep only the caller's line.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -18,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.dialing.windows import parse_window
 from service.errors import ConfigError
 
 ENV_PREFIX = "DIALER_"
@@ -27,7 +30,10 @@ SECRET_FIELDS = ("bland_api_key", "webhook_secret", "amqp_url", "database_url")
 def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
     """Fill a secret from `DIALER_<NAME>_FILE` (the Kubernetes/Docker secret-file convention)."""
     for name in SECRET_FIELDS:
-        path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        path = os.environ.get(f"{variable}_FILE")
+        if path and os.environ.get(variable):
+            raise ValueError(f"{variable} and {variable}_FILE are both set: keep one")
         if path and values.get(name) is None:
             try:
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
@@ -36,6 +42,35 @@ def _read_secret_files(values: dict[str, Any]) -> dict[str, Any]:
                     f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc}"
                 ) from exc
     return values
+
+
+PlanName = Literal["start", "build", "scale", "enterprise"]
+# Bland's published self-serve caps (bland-api.md section 7): concurrent, per hour, per day.
+# Enterprise has none of Bland's: our own defaults apply.
+PLAN_CAPS: dict[str, tuple[int | None, int | None, int | None]] = {
+    "start": (10, 100, 100),
+    "build": (50, 1000, 2000),
+    "scale": (100, 1000, 5000),
+    "enterprise": (None, None, None),
+}
+
+
+class RegionRule(BaseModel):
+    """A region's own rules (`US-FL`, `US`, `GB`): a stricter window, a stricter 24 h cap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    calling_window: str | None = None
+    max_calls_per_24h: int | None = Field(None, ge=0)
+
+    @field_validator("calling_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+
+DEFAULT_REGION_RULES = {"US-FL": RegionRule(calling_window="08:00-20:00", max_calls_per_24h=3)}
 
 
 class Settings(BaseSettings):
@@ -82,6 +117,19 @@ class Settings(BaseSettings):
     max_calls_per_second: float = Field(1.0, gt=0)
     slot_lease_s: float = Field(4 * 3600.0, gt=0)
 
+    # Limits and compliance (README "Limits and compliance")
+    plan: PlanName | None = None
+    max_calls_per_hour: int = Field(0, ge=0)
+    max_calls_per_day: int = Field(0, ge=0)
+    smoothing_burst: int = Field(0, ge=0)
+    same_number_gap_s: float = Field(10.0, ge=0)
+    calling_window: str = "08:00-21:00"
+    region_rules: dict[str, RegionRule] = Field(default_factory=lambda: dict(DEFAULT_REGION_RULES))
+    max_calls_per_number_24h: int = Field(3, ge=0)
+    pause_on_429_s: float = Field(2.0, gt=0)
+    pace_floor: float = Field(0.1, gt=0, le=1)
+    pace_recovery_s: float = Field(60.0, gt=0)
+
     # Dispatcher / outcomes
     dispatch_batch_size: int = Field(32, ge=1, le=1000)
     dispatch_idle_s: float = Field(0.2, gt=0)
@@ -123,6 +171,55 @@ class Settings(BaseSettings):
     def _secret_files(cls, data: Any) -> Any:
         return _read_secret_files(dict(data)) if isinstance(data, dict) else data
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("amqp", "amqps"):
+            raise ValueError(
+                f"must be an amqp:// or amqps:// URL (got {scheme or 'no'} scheme), "
+                "e.g. amqp://user:password@host:5672/vhost"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            return value
+        if scheme.startswith("postgres"):
+            raise ValueError(
+                f"{scheme}:// needs a driver: use postgresql+asyncpg://user:password@host/db"
+            )
+        raise ValueError(
+            f"unsupported scheme {scheme or '(none)'}://: use postgresql+asyncpg://... "
+            "(or sqlite+aiosqlite:///path, or leave it unset for the SQLite file)"
+        )
+
+    @field_validator("calling_window")
+    @classmethod
+    def _calling_window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _plan_presets(self) -> Settings:
+        """A plan fills each cap not set explicitly (0 = no cap of our own)."""
+        if self.plan is None:
+            return self
+        concurrent, hourly, daily = PLAN_CAPS[self.plan]
+        given = self.model_fields_set
+        if concurrent is not None and "max_concurrent_calls" not in given:
+            self.max_concurrent_calls = concurrent
+        if hourly is not None and "max_calls_per_hour" not in given:
+            self.max_calls_per_hour = hourly
+        if daily is not None and "max_calls_per_day" not in given:
+            self.max_calls_per_day = daily
+        return self
+
     @field_validator("bland_base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
@@ -158,11 +255,16 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "settings"
-            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+        raise ConfigError("; ".join(_problem(err) for err in exc.errors())) from exc
+
+
+def _problem(err: Any) -> str:
+    """One validation error as `DIALER_NAME: what is wrong` (pydantic's prefix dropped)."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a model-level check names its variables itself
+        return message
+    field = ".".join(str(part) for part in err["loc"])
+    return f"{ENV_PREFIX}{field.upper()}: {message}"
 
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -188,6 +290,17 @@ _DESCRIPTIONS: dict[str, str] = {
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
     "max_calls_per_second": "Dials started per second, across all replicas.",
     "slot_lease_s": "A concurrency slot whose outcome never arrives is freed after this long (at least the call's `max_duration` plus an hour).",
+    "plan": "Bland plan preset (`start`, `build`, `scale`, `enterprise`): fills DIALER_MAX_CONCURRENT_CALLS, DIALER_MAX_CALLS_PER_HOUR and DIALER_MAX_CALLS_PER_DAY with the plan's published caps unless they are set.",
+    "max_calls_per_hour": "Calls placed in any rolling hour, across all replicas (0: no cap).",
+    "max_calls_per_day": "Calls placed in any rolling 24 h, across all replicas (0: no cap).",
+    "smoothing_burst": "Spread the hourly cap over the hour: at most this many calls in any burst x 3600 / hourly-cap seconds (0: off).",
+    "same_number_gap_s": "At least this long between two calls to the same number (Bland refuses a second call within 10 s); the second waits in the ledger.",
+    "calling_window": "Local-time window of the called party, `HH:MM-HH:MM` (end exclusive; `00:00-24:00`: any time). Requests and regions can only narrow it.",
+    "region_rules": "Per-region rules as JSON, keyed by ISO country (`US`, `GB`) or US state (`US-FL`): `calling_window`, `max_calls_per_24h`. The strictest applicable rule wins.",
+    "max_calls_per_number_24h": "Calls to one number in any rolling 24 h, across all replicas; further requests end `call.suppressed` (`frequency_cap`). 0: no cap.",
+    "pause_on_429_s": "A Bland 429 `Rate limit exceeded` pauses every replica's dialing at least this long (doubling while they continue); no retry budget is spent.",
+    "pace_floor": "Repeated 429s halve the shared pace (the rate's factor) down to this floor.",
+    "pace_recovery_s": "The pace climbs back from the floor to 1 over this long without a 429.",
     "dispatch_batch_size": "Rows claimed per dispatcher round.",
     "dispatch_idle_s": "Dispatcher sleep when nothing is due.",
     "retry_backoff_base_s": "First retry delay after a 429 or a connection failure.",

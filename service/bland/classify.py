@@ -52,7 +52,8 @@ def classify_create(status_code: int, payload: object) -> str:
       AccountError pauses the dispatcher and keeps requests pending instead of failing them all.
     - A 4xx that is not Bland's JSON (a proxy, a wrong base URL) is treated the same way.
     - Other 4xx: Bland refused this request; it is final. 5xx, 408 and an unreadable 200 may
-      hide a placed call: unknown outcome, reconciled, never redialed.
+      hide a placed call: unknown outcome, settled by the one rule for unknown outcomes
+      (redialed only when Bland's list, read after the grace, has no call for the request).
     """
     if status_code == 200:
         return _call_id(payload)

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+import aiormq
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.connection import make_url
 from yarl import URL
 
 from service.bus import guard
+from service.errors import ConfigError, ServiceUnreachableError
 from service.settings import Settings, load_settings
 
 # Every AMQP user of this project (service, consumer, CLI tools) imports this module: one
@@ -91,6 +93,46 @@ async def broker_answers(url: str, timeout_s: float = 3.0) -> bool:
         return False
     await connection.close()
     return True
+
+
+def broker_config_error(exc: BaseException, url: str) -> ConfigError | None:
+    """A broker refusal no retry can cure (credentials, virtual host), as a ConfigError."""
+    parsed = make_url(url)
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return ConfigError(
+            f"DIALER_AMQP_URL: the broker at {parsed.host}:{parsed.port} refused user "
+            f"'{parsed.user}' (wrong user name or password)"
+        )
+    text = str(exc)
+    # The broker closes the connection at Connection.Open for an unknown or forbidden vhost;
+    # aiormq reports only the unexpected frame.
+    if isinstance(exc, aiormq.exceptions.ProtocolSyntaxError) and "Connection.OpenOk" in text:
+        vhost = parsed.path[1:] or "/"
+        return ConfigError(
+            f"DIALER_AMQP_URL: the broker at {parsed.host}:{parsed.port} has no virtual host "
+            f"'{vhost}' that user '{parsed.user}' may use (create it, or fix the URL's path)"
+        )
+    return None
+
+
+async def cli_connect(
+    settings: Settings, *, robust: bool = False, timeout_s: float = 10.0
+) -> AbstractConnection:
+    """A connection for a CLI command (robust: it outlives broker restarts); a refusal or an
+    absent broker is one clear error."""
+    url = settings.amqp_url.get_secret_value()
+    opener = aio_pika.connect_robust if robust else aio_pika.connect
+    try:
+        return await asyncio.wait_for(opener(url), timeout_s)
+    except BROKER_ERRORS as exc:
+        problem = broker_config_error(exc, url)
+        if problem is not None:
+            raise problem from exc
+        parsed = make_url(url)
+        raise ServiceUnreachableError(
+            f"DIALER_AMQP_URL: no broker answers at {parsed.host}:{parsed.port} "
+            f"({type(exc).__name__}: {exc or 'timed out'})"
+        ) from exc
 
 
 def cli_settings(args: argparse.Namespace) -> Settings:

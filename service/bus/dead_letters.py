@@ -27,26 +27,60 @@ class DeadLetter:
     error: str | None
     size: int
     replays: int
+    message_id: str | None = None
+    preview: str = ""
+
+
+PREVIEW_BYTES = 120
+
+
+def body_preview(body: bytes) -> str:
+    """The body's start as printable text whatever its bytes (invalid UTF-8, control bytes)."""
+    shown = _printable(body[:PREVIEW_BYTES].decode("utf-8", "backslashreplace"))
+    return shown + ("..." if len(body) > PREVIEW_BYTES else "")
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped, so a dead letter never drives the operator's terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _count(value: Any) -> int:
+    """A replay count from a header, 0 when it is absent or not a number."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _text(value: Any) -> str:
+    """A header value as text (AMQP headers may carry bytes)."""
+    if isinstance(value, bytes):
+        return _printable(value.decode("utf-8", "backslashreplace"))
+    return _printable(str(value))
 
 
 def describe(message: AbstractIncomingMessage) -> DeadLetter:
     """Ours carry x-dialer-* headers; the broker's (delivery limit) carry x-first-death-*."""
     headers: dict[str, Any] = dict(message.headers or {})
     reason = headers.get("x-dialer-reason") or headers.get("x-first-death-reason") or "unknown"
+    request_id = headers.get("x-dialer-request-id") or message.message_id
     return DeadLetter(
-        reason=str(reason),
-        request_id=str(headers.get("x-dialer-request-id") or message.message_id or "") or None,
+        reason=_text(reason),
+        request_id=_text(request_id) if request_id else None,
         routing_key=original_routing_key(message),
-        error=str(headers["x-dialer-error"]) if headers.get("x-dialer-error") else None,
+        error=_text(headers["x-dialer-error"]) if headers.get("x-dialer-error") else None,
         size=len(message.body),
-        replays=int(headers.get(REPLAYS_HEADER, 0) or 0),
+        replays=_count(headers.get(REPLAYS_HEADER)),
+        message_id=_text(message.message_id) if message.message_id else None,
+        preview=body_preview(message.body),
     )
 
 
 def original_routing_key(message: AbstractIncomingMessage) -> str:
     """The routing key the publisher used."""
     headers = message.headers or {}
-    return str(headers.get("x-dialer-routing-key") or message.routing_key or "")
+    return _text(headers.get("x-dialer-routing-key") or message.routing_key or "")
 
 
 def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:

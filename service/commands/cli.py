@@ -6,9 +6,22 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol, cast
 
-from service.errors import ConfigError
+from service.errors import ConfigError, ServiceUnreachableError
+
+DESCRIPTION = """\
+bland-dialer places phone calls through Bland AI for requests published to RabbitMQ, at most
+once each, within concurrency and rate limits shared by every replica, and publishes each
+call's id and outcome back as events. `dialer serve` runs the service (configured by DIALER_*
+variables, see the README); the other commands publish requests, watch events, inspect the
+backlog and dead letters, and run a local Bland simulator."""
+EPILOG = """\
+exit codes: 0 ok, 1 failure (e.g. invalid rows), 2 configuration error (a bad DIALER_*
+variable or option, named in one line), 3 the broker or the database cannot be reached,
+130 interrupted.
+example: dialer sandbox --webhook-secret s & dialer serve & dialer publish calls.csv"""
 
 # name -> (module, help). Each module exposes add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,10 +33,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.commands.demo", "run the sandbox and the service together on sample calls"),
     "publish": ("service.commands.publish", "publish call requests from a JSON, JSONL or CSV file"),
     "events": ("service.commands.events", "print the event stream"),
-    "dead-letters": ("service.commands.dead_letters", "list or replay dead-lettered messages"),
+    "status": (
+        "service.commands.status",
+        "backlog by state, active calls against the limits, last errors, outbox lag",
+    ),
+    "dead-letters": (
+        "service.commands.dead_letters",
+        "list, replay or purge what could not be processed",
+    ),
     "schema": ("service.commands.schema", "write JSON Schemas and the AsyncAPI document"),
     "topology": ("service.commands.topology", "declare exchanges and queues"),
     "migrate": ("service.commands.migrate", "bring the ledger schema up to date"),
+    "dnc": ("service.commands.dnc", "add, remove, list or import do-not-call numbers"),
 }
 
 
@@ -42,9 +63,23 @@ def _load(module: str) -> _Command | None:
         raise
 
 
+def package_version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("bland-dialer")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
     """The argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(prog="dialer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dialer",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     loaded: dict[str, _Command] = {}
     for name, (module, help_text) in COMMANDS.items():
@@ -66,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dialer: {exc}", file=sys.stderr)
         return 2
+    except ServiceUnreachableError as exc:
+        print(f"dialer: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

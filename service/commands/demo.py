@@ -129,6 +129,9 @@ async def publish(url: str, prefix: str, bodies: list[dict[str, Any]]) -> list[s
 # ------------------------------------------------------------------ the run
 
 
+DEMO_PLAN = "enterprise"  # the sandbox's highest caps: the service's own limits are what show
+
+
 def demo_settings(
     amqp_url: str, directory: Path, sandbox: Sandbox, key: str, secret: str
 ) -> Settings:
@@ -147,6 +150,8 @@ def demo_settings(
         http_port=port,
         max_concurrent_calls=100,
         max_calls_per_second=500.0,
+        # The sandbox calls nobody: the demo runs at any hour (the service's default is 08-21).
+        calling_window="00:00-24:00",
         dispatch_idle_s=0.05,
         outcome_overdue_s=5.0,
         outcome_poll_every_s=2.0,
@@ -156,6 +161,18 @@ def demo_settings(
         reconcile_grace_s=20.0,
         shutdown_grace_s=5.0,
         migrate_on_start=True,
+    )
+
+
+def conditions_line(settings: Settings, clock_speed: float, plan: str) -> str:
+    """What the demo runs with: the service's limits and the sandbox's plan and clock."""
+    defaults = Settings.model_fields
+    return (
+        f"demo: limits {settings.max_concurrent_calls} calls at once "
+        f"(DIALER_MAX_CONCURRENT_CALLS; default {defaults['max_concurrent_calls'].default}) and "
+        f"{settings.max_calls_per_second:g} dials/s (DIALER_MAX_CALLS_PER_SECOND; default "
+        f"{defaults['max_calls_per_second'].default:g}); sandbox plan {plan}, clock x{clock_speed:g} "
+        f"(a 2-minute call lasts {120 / clock_speed:.2g} s)"
     )
 
 
@@ -214,10 +231,11 @@ async def run_demo(amqp_url: str, calls: int, clock_speed: float, timeout_s: flo
     directory = Path(tempfile.mkdtemp(prefix="dialer-demo-"))
     key, secret = f"demo-{secrets.token_hex(8)}", secrets.token_hex(16)
     try:
-        options = ["--clock-speed", str(clock_speed), "--plan", "enterprise"]
+        options = ["--clock-speed", str(clock_speed), "--plan", DEMO_PLAN]
         sandbox = start_sandbox(directory, key, secret, options)
         try:
             settings = demo_settings(amqp_url, directory, sandbox, key, secret)
+            print(conditions_line(settings, clock_speed, DEMO_PLAN))
             return await _with_service(settings, sandbox, calls, timeout_s, started)
         finally:
             sandbox.stop()

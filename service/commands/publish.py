@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import hashlib
-import io
 import json
-import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,19 +22,21 @@ from typing import Any, TextIO
 import aio_pika
 
 from schemas.envelope import REQUEST_KINDS, content_request_id, is_valid_request_id
-from service.bus.connection import BROKER_ERRORS, Names, cli_settings
+from service.bus.connection import BROKER_ERRORS, Names, cli_connect, cli_settings
 from service.bus.topology import declare
-from service.logs import mask_phone
+from service.commands.rows import (
+    HeaderError,
+    Row,
+    csv_records,
+    json_records,
+    jsonl_records,
+    schema_problems,
+)
+from service.logs import mask_phone, mask_text
 from service.settings import Settings
 
 FORMATS = ("json", "jsonl", "csv")
 IN_FLIGHT = 256
-# CSV cells in these columns stay strings even when they look like numbers.
-TEXT_COLUMNS = frozenset(
-    {"phone_number", "from", "transfer_phone_number", "task", "first_sentence", "voice",
-     "language", "timezone", "start_time", "pathway_id", "label", "campaign_id"}
-)  # fmt: skip
-_NUMBER_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
 
 
 class InputError(ValueError):
@@ -48,9 +47,18 @@ class InputError(ValueError):
 class Outgoing:
     """One request to publish."""
 
-    row: int  # 1-based: line of a JSONL/CSV file, item of a JSON array
+    row: int  # 1-based: the line of a JSONL/CSV file where it starts, the item of a JSON array
     request_id: str
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The requests of a file, the duplicate rows dropped, and every invalid row by line."""
+
+    items: list[Outgoing]
+    duplicates: int
+    problems: list[tuple[str, str]]  # (`line 7` or `item 7`, what is wrong)
 
 
 # ---------------------------------------------------------------- parsing (pure)
@@ -75,68 +83,29 @@ def detect_format(name: str, text: str) -> str:
     return "csv"
 
 
+def _first_problem(rows: list[Row]) -> list[Any]:
+    for row in rows:
+        if row.problem is not None:
+            raise InputError(f"{row.where}: {row.problem}")
+    return [row.body for row in rows]
+
+
 def json_rows(text: str) -> list[Any]:
     """A JSON object or array of objects."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"not valid JSON: {exc}") from exc
-    return data if isinstance(data, list) else [data]
+    return _first_problem(json_records(text))
 
 
 def jsonl_rows(text: str) -> list[Any]:
     """One JSON object per non-empty line."""
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise InputError(f"line {number}: not valid JSON: {exc}") from exc
-    return rows
-
-
-def csv_cell(column: str, value: str) -> Any:
-    """A CSV cell as JSON: true/false, numbers, JSON objects/arrays; text columns stay text."""
-    text = value.strip()
-    if column.rsplit(".", maxsplit=1)[-1] in TEXT_COLUMNS:
-        return text
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if _NUMBER_RE.match(text):
-        return float(text) if "." in text else int(text)
-    if text[:1] in ("{", "["):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    return text
+    return _first_problem(jsonl_records(text))
 
 
 def csv_rows(text: str) -> list[Any]:
     """A header row with `phone_number`; `a.b` columns nest (`request_data.name`); empty = unset."""
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "phone_number" not in [f.strip() for f in reader.fieldnames]:
-        raise InputError("CSV needs a header row with a phone_number column")
-    rows = []
-    for record in reader:
-        row: dict[str, Any] = {}
-        for column, value in record.items():
-            if column is None or value is None or not value.strip():
-                continue  # extra cells without a header, or empty cells
-            _put(row, column.strip(), csv_cell(column.strip(), value))
-        rows.append(row)
-    return rows
-
-
-def _put(row: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    target = row
-    for part in parents:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise InputError(f"column {dotted!r} nests under a column that has a value")
-    target[leaf] = value
+    try:
+        return _first_problem(csv_records(text))
+    except HeaderError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def stable_request_id(kind: str, body: dict[str, Any], salt: str = "") -> str:
@@ -148,6 +117,58 @@ def stable_request_id(kind: str, body: dict[str, Any], salt: str = "") -> str:
     return f"sha256:{digest[:40]}"
 
 
+def read_requests(
+    text: str,
+    fmt: str,
+    *,
+    kind: str = "call.create",
+    task: str | None = None,
+    id_field: str | None = None,
+    id_salt: str = "",
+    multiline: bool = False,
+    validate: bool = True,
+) -> Parsed:
+    """Every row of a file: the requests, and each invalid row with its line and reasons."""
+    if fmt == "csv":
+        try:
+            rows = csv_records(text, multiline=multiline)
+        except HeaderError as exc:
+            raise InputError(str(exc)) from exc
+    else:
+        rows = {"json": json_records, "jsonl": jsonl_records}[fmt](text)
+    out: dict[str, Outgoing] = {}
+    problems: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            request_id, body = _request(
+                row, kind=kind, task=task, id_field=id_field, salt=id_salt, validate=validate
+            )
+        except InputError as exc:
+            problems.append((row.where, str(exc)))
+            continue
+        out.setdefault(request_id, Outgoing(row.line, request_id, body))
+    valid = len(rows) - len(problems)
+    return Parsed(list(out.values()), valid - len(out), problems)
+
+
+def _request(
+    row: Row, *, kind: str, task: str | None, id_field: str | None, salt: str, validate: bool
+) -> tuple[str, dict[str, Any]]:
+    """One row's request id and body; InputError says what is wrong with it."""
+    if row.problem is not None:
+        raise InputError(row.problem)
+    if not isinstance(row.body, dict):
+        raise InputError(f"expected a JSON object, got {type(row.body).__name__}")
+    body = dict(row.body)
+    if task and kind == "call.create" and "task" not in body and "pathway_id" not in body:
+        body["task"] = task
+    request_id = _row_id(body, kind, id_field, salt)
+    errors = schema_problems(kind, body) if validate else []
+    if errors:
+        raise InputError(" ".join(errors))
+    return request_id, body
+
+
 def parse_requests(
     text: str,
     fmt: str,
@@ -157,26 +178,23 @@ def parse_requests(
     id_field: str | None = None,
     id_salt: str = "",
 ) -> tuple[list[Outgoing], int]:
-    """The requests of a file and how many duplicate rows (same id) were dropped."""
-    rows = {"json": json_rows, "jsonl": jsonl_rows, "csv": csv_rows}[fmt](text)
-    out: dict[str, Outgoing] = {}
-    for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise InputError(f"row {number}: expected a JSON object, got {type(row).__name__}")
-        body = dict(row)
-        if task and kind == "call.create" and "task" not in body and "pathway_id" not in body:
-            body["task"] = task
-        request_id = _row_id(number, body, kind, id_field, id_salt)
-        out.setdefault(request_id, Outgoing(number, request_id, body))
-    return list(out.values()), len(rows) - len(out)
+    """The requests of a file and how many duplicate rows (same id) were dropped; the first
+    unreadable row raises InputError (bodies are not checked against the schemas here)."""
+    parsed = read_requests(
+        text, fmt, kind=kind, task=task, id_field=id_field, id_salt=id_salt, validate=False
+    )
+    if parsed.problems:
+        where, problem = parsed.problems[0]
+        raise InputError(f"{where}: {problem}")
+    return parsed.items, parsed.duplicates
 
 
-def _row_id(number: int, body: dict[str, Any], kind: str, id_field: str | None, salt: str) -> str:
+def _row_id(body: dict[str, Any], kind: str, id_field: str | None, salt: str) -> str:
     if id_field is None:
         return stable_request_id(kind, body, salt)
     value = body.pop(id_field, None)
     if value is None or not is_valid_request_id(str(value)):
-        raise InputError(f"row {number}: {id_field} must be 1 to 128 printable ASCII characters")
+        raise InputError(f"{id_field} must be 1 to 128 printable ASCII characters")
     return str(value)
 
 
@@ -233,7 +251,7 @@ async def publish_all(
 ) -> list[tuple[Outgoing, str]]:
     """Publish with confirms, IN_FLIGHT at a time; return the failures."""
     failures: list[tuple[Outgoing, str]] = []
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await cli_connect(settings)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = await declare(channel, settings)
@@ -267,11 +285,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", help="default: DIALER_PREFIX")
     parser.add_argument("--id-field", help="take each request id from this key (removed)")
     parser.add_argument("--id-salt", default="", help="new salt = new ids: dial the rows again")
-    parser.add_argument("--dry-run", action="store_true", help="print ids, publish nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every row with the service's own schemas and print its id; publish nothing",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="publish the valid rows even when some are invalid (those are listed, not sent)",
+    )
+    parser.add_argument(
+        "--multiline",
+        action="store_true",
+        help="CSV: allow quoted cells with line breaks (refused by default: an unclosed quote "
+        "would merge rows)",
+    )
+    parser.epilog = (
+        "CSV: a header row naming the fields (any case; a.b nests), the delimiter , ; tab or | "
+        "read from the header. Every row is checked before anything is sent: an invalid row is "
+        "reported with its line and, unless --skip-invalid, nothing is published (exit 1)."
+    )
+
+
+def report_problems(name: str, parsed: Parsed, out: TextIO) -> None:
+    """One line per invalid row: `FILE line N: what is wrong`."""
+    for where, problem in parsed.problems:
+        out.write(f"dialer publish: {name} {where}: {mask_text(problem)}\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse the file, publish, report."""
+    """Parse and check every row, then publish (or not), report."""
     settings = cli_settings(args)
     if args.kind not in REQUEST_KINDS:
         print(f"dialer publish: --kind must be one of {', '.join(REQUEST_KINDS)}", file=sys.stderr)
@@ -279,22 +323,37 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")  # Excel writes a BOM
         fmt = args.format or detect_format(args.file, text)
-        items, duplicates = parse_requests(
+        parsed = read_requests(
             text,
             fmt,
             kind=args.kind,
             task=args.task,
             id_field=args.id_field,
             id_salt=args.id_salt,
+            multiline=args.multiline,
         )
     except (OSError, UnicodeDecodeError, InputError) as exc:
         print(f"dialer publish: {args.file}: {exc}", file=sys.stderr)
         return 2
+    report_problems(args.file, parsed, sys.stderr)
+    invalid = len(parsed.problems)
+    items = parsed.items
     if args.dry_run:
         for item in items:
             phone = item.body.get("phone_number")
             print(f"{item.row}\t{item.request_id}\t{mask_phone(str(phone)) if phone else ''}")
-        return 0
+        print(
+            f"dry run: {len(items)} valid request(s), {invalid} invalid row(s); nothing published",
+            file=sys.stderr,
+        )
+        return 1 if invalid else 0
+    if invalid and not args.skip_invalid:
+        print(
+            f"dialer publish: nothing published: {invalid} invalid row(s) in {args.file} "
+            "(fix them, or pass --skip-invalid to publish the rest)",
+            file=sys.stderr,
+        )
+        return 1
     progress = Progress(len(items), sys.stderr)
     failures = asyncio.run(
         publish_all(
@@ -306,9 +365,11 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     )
-    skipped = f", {duplicates} duplicate rows skipped" if duplicates else ""
+    notes = [f"{parsed.duplicates} duplicate rows skipped"] if parsed.duplicates else []
+    notes += [f"{invalid} invalid rows skipped"] if invalid else []
+    skipped = f", {', '.join(notes)}" if notes else ""
     target = Names(settings.prefix).requests
     progress.finish(f"published {progress.done} of {len(items)} requests to {target}{skipped}")
     for item, error in failures:
-        print(f"row {item.row} ({item.request_id}): not confirmed: {error}", file=sys.stderr)
+        print(f"line {item.row} ({item.request_id}): not confirmed: {error}", file=sys.stderr)
     return 1 if failures else 0

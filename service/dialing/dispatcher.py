@@ -8,7 +8,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,12 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
+from service.dialing.compliance import rules_from, screen_round
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.dialing.recorder import QueuedRecorder
-from service.errors import StoreUnavailableError
-from service.ledger import Accepted, CallToStop, Claim, Ledger, NewCall
+from service.errors import StoreUnavailableError, ThrottledError
+from service.ledger import Accepted, Admission, CallToStop, Claim, Ledger, Limits, NewCall
+from service.ledger.records import Candidate, NumberFacts, Screened
 from service.logs import mask_phone
 from service.metrics import Metrics
 from service.periodic import sleep_until
@@ -78,6 +80,7 @@ class Dispatcher:
         self.stop_canceled = stop_canceled
         self.problem: str | None = None  # set while Bland refuses our account
         self.failures = 0  # consecutive rounds the ledger failed
+        self.rounds = 0  # claim rounds completed: evidence that the loop has moved on
         self._policy = RetryPolicy(settings.retry_backoff_base_s, settings.retry_backoff_max_s)
         # Consecutive dials that failed for a reason not about the request: hold every claim.
         self._setbacks = Backoff(self._policy.base_s, self._policy.cap_s, jitter=True, draw=draw)
@@ -87,6 +90,24 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[DialResult]] = set()
         self._queued = QueuedRecorder(ledger, clock)
         self._task: asyncio.Task[None] | None = None
+        self.rules = rules_from(settings)
+        self.pace = 1.0  # the shared pace read in the last round (Bland's 429s lower it)
+        metrics.concurrency_cap.set(settings.max_concurrent_calls)
+        metrics.pace.set(1.0)
+        metrics.rate_limit.set(settings.max_calls_per_second)
+
+    def screen(
+        self,
+        candidates: Sequence[Candidate],
+        facts: Mapping[str, NumberFacts],
+        now: datetime,
+        wanted: int,
+    ) -> list[Screened]:
+        """The compliance screen of one claim round (pure; run inside the ledger's transaction)."""
+        return screen_round(candidates, facts, self.rules, now, wanted)
+
+    def _limits(self, limit: int) -> Limits:
+        return settings_limits(self.settings, owner=self.owner, limit=limit, pace=self.pace)
 
     @property
     def ready(self) -> bool:
@@ -144,9 +165,10 @@ class Dispatcher:
             accepted = await self.ledger.accept_calls(calls, now)
             self.wake()
             return accepted
-        limits = settings_limits(self.settings, owner=self.owner, limit=room)
-        accepted, claims, admission = await self.ledger.accept_and_claim(calls, now, limits, admit)
-        self._count_wait(admission.limited_by)
+        accepted, claims, admission = await self.ledger.accept_and_claim(
+            calls, now, self._limits(room), admit, self.screen
+        )
+        self._observe(admission)
         self.submit(claims)
         return accepted
 
@@ -162,6 +184,7 @@ class Dispatcher:
                 continue
             retry.reset()
             self.failures = 0
+            self.rounds += 1
             if not full:
                 await self._idle(self.settings.dispatch_idle_s)
             elif claimed == 0:
@@ -191,15 +214,33 @@ class Dispatcher:
         limit = self._room_now()
         if limit <= 0:
             return 0, True
-        limits = settings_limits(self.settings, owner=self.owner, limit=limit)
-        claims, admission = await self.ledger.claim_due(self.clock(), limits, admit)
-        self._count_wait(admission.limited_by)
+        claims, admission = await self.ledger.claim_due(
+            self.clock(), self._limits(limit), admit, self.screen
+        )
+        self._observe(admission)
         self.submit(claims)
-        return len(claims), len(claims) == limit and admission.limited_by is None
+        screened_out = len(admission.screened) > len(claims)
+        more = len(claims) == limit or screened_out
+        return len(claims), more and admission.limited_by is None
 
-    def _count_wait(self, limited_by: str | None) -> None:
-        if limited_by is not None:
-            self.metrics.limit_waits.labels(limited_by).inc()
+    def _observe(self, admission: Admission) -> None:
+        """Metrics of one round: the limit that held requests back, compliance, the pace."""
+        # What /metrics reports as holding due work back.
+        self.metrics.limited_by = admission.limited_by
+        if admission.limited_by is not None:
+            self.metrics.limit_waits.labels(admission.limited_by).inc()
+        for item in admission.screened:
+            if item.verdict == "suppress":
+                self.metrics.compliance_blocks.labels(item.reason or "compliance").inc()
+            elif item.verdict == "defer":
+                self.metrics.calls_deferred.labels(item.reason or "calling_window").inc()
+            elif item.verdict == "hold":
+                self.metrics.calls_deferred.labels(item.reason or "same_number").inc()
+                self.metrics.limit_waits.labels(item.reason or "same_number").inc()
+        if admission.pace != self.pace:
+            self.pace = admission.pace
+            self.metrics.pace.set(self.pace)
+            self.metrics.rate_limit.set(self.settings.max_calls_per_second * self.pace)
 
     def submit(self, claims: Sequence[Claim]) -> None:
         """Start the POSTs of claims."""
@@ -281,6 +322,7 @@ class Dispatcher:
             log.error("bland_account_refused", problem=self.problem, paused_s=round(hold_s, 1))
         if decision.result == "throttled":
             self.metrics.limit_waits.labels("bland_429").inc()
+            await self._throttled(exc, hold_s)
         await self._write(claim, decision, exc, hold_s)
         return decision.result
 
@@ -304,6 +346,18 @@ class Dispatcher:
                 now=now,
                 max_transient_retries=self.settings.max_transient_retries,
             )
+
+    async def _throttled(self, exc: Exception, hold_s: float) -> None:
+        """A 429: one number's (it alone waits), or the account's rate (every replica pauses)."""
+        if isinstance(exc, ThrottledError) and exc.retry_after_s is not None:
+            self.metrics.bland_429.labels("same_number").inc()
+            return
+        self.metrics.bland_429.labels("rate_limit").inc()
+        pause_s = max(self.settings.pause_on_429_s, hold_s)
+        self.pace = await self.ledger.note_throttled(self.clock(), pause_s)
+        self.metrics.pace.set(self.pace)
+        self.metrics.rate_limit.set(self.settings.max_calls_per_second * self.pace)
+        log.warning("bland_rate_limited", paused_s=round(pause_s, 2), pace=round(self.pace, 3))
 
     def _hold(self, decision: Decision) -> float:
         """Hold every claim after a failure not about the request; the hold in seconds."""

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.errors import StoreUnavailableError
+from service.errors import ConfigError, StoreUnavailableError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # SQLite has one writer: more connections only sleep-poll for its lock (busy_timeout), which
@@ -64,6 +64,25 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
 
+# PostgreSQL's answers no retry can cure: no such database, bad password, no such role.
+_CONFIG_SQLSTATES = {
+    "3D000": "the database does not exist (create it, or fix the URL's path)",
+    "28P01": "the password was refused",
+    "28000": "the user was refused (no such role, or pg_hba.conf does not admit it)",
+}
+
+
+def config_problem(exc: BaseException) -> ConfigError | None:
+    """A database refusal no retry can cure, as a ConfigError naming DIALER_DATABASE_URL."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate not in _CONFIG_SQLSTATES:
+        return None
+    detail = str(exc.orig).splitlines()[0] if str(exc.orig) else sqlstate
+    return ConfigError(f"DIALER_DATABASE_URL: {_CONFIG_SQLSTATES[sqlstate]}: {detail}")
+
+
 # PostgreSQL's "try again" codes: serialization failure, deadlock detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 
@@ -87,6 +106,9 @@ async def mapped_errors() -> AsyncIterator[None]:
     except IntegrityError:
         raise
     except Exception as exc:
+        problem = config_problem(exc)
+        if problem is not None:
+            raise problem from exc
         if _is_unavailable(exc):
             raise StoreUnavailableError(f"ledger unavailable: {type(exc).__name__}: {exc}") from exc
         raise

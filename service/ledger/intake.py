@@ -19,13 +19,13 @@ from schemas.events import (
     Event,
 )
 from service.ledger.announcements import event_ids, reannounce, to_json
-from service.ledger.base import LedgerBase
+from service.ledger.fairness import Fairness, fair_key
 from service.ledger.records import Accepted, CancelResult, NewCall
 from service.ledger.states import State
 from service.ledger.tables import requests
 
 
-class Intake(LedgerBase):
+class Intake(Fairness):
     """Requests coming in from the bus."""
 
     async def accept_calls(self, calls: Sequence[NewCall], now: datetime) -> list[Accepted]:
@@ -99,11 +99,23 @@ class Intake(LedgerBase):
             events.append((ev, call.correlation_id, call.reply_to))
             results.append(Accepted(call.request_id, State.PENDING.value, duplicate=False))
         if new_rows:
+            await self._assign_fair_share(conn, calls, new_rows)
             # One key order for every writer: concurrent batches wait instead of deadlocking.
             new_rows.sort(key=lambda r: str(r["request_id"]))
             await conn.execute(insert(requests), new_rows)
         await self._emit(conn, events, now)
         return results
+
+    async def _assign_fair_share(
+        self, conn: AsyncConnection, calls: Sequence[NewCall], new_rows: list[dict[str, Any]]
+    ) -> None:
+        """Each new row's campaign key and virtual time (service.ledger.fairness)."""
+        by_id = {c.request_id: c for c in calls}
+        fresh = [by_id[str(r["request_id"])] for r in new_rows]
+        for new_row, call, vt in zip(
+            new_rows, fresh, await self._fair_times(conn, fresh), strict=True
+        ):
+            new_row.update(fair_key=fair_key(call), fair_vt=vt)
 
     @staticmethod
     def _new_row(call: NewCall, ev: Event, now: datetime) -> dict[str, Any]:

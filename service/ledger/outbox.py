@@ -72,7 +72,7 @@ class OutboxStore(LedgerBase):
                 )
 
     async def counts(self, now: datetime) -> LedgerCounts:
-        """Requests by state, unsent events and slots held (unexpired leases)."""
+        """Requests by state, due now, unsent events and slots held (unexpired leases)."""
         async with self._read() as conn:
             by_state = await conn.execute(
                 select(requests.c.state, func.count()).group_by(requests.c.state)
@@ -83,9 +83,15 @@ class OutboxStore(LedgerBase):
             active = await conn.scalar(
                 select(func.count()).select_from(slots).where(slots.c.lease_until > now)
             )
+            due = await conn.scalar(
+                select(func.count())
+                .select_from(requests)
+                .where(requests.c.state == State.PENDING.value, requests.c.not_before <= now)
+            )
             states: Mapping[str, int] = {state: int(n) for state, n in by_state.all()}
             return LedgerCounts(
                 by_state={s.value: int(states.get(s.value, 0)) for s in State},
                 outbox_pending=int(pending or 0),
                 active_slots=int(active or 0),
+                due=int(due or 0),
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -161,9 +161,19 @@ class LedgerCounts:
     by_state: dict[str, int]
     outbox_pending: int
     active_slots: int
+    due: int = 0  # pending requests whose not_before has passed
 
 
-LimitName = Literal["concurrency", "rate"]
+LimitName = Literal["concurrency", "rate", "hourly", "daily", "smoothing", "bland_429"]
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `calls` calls placed within any `window_s` seconds (hourly, daily, smoothing)."""
+
+    name: LimitName
+    calls: int
+    window_s: float
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,7 @@ class Limits:
     rate_calls: int  # at most `rate_calls` attempts start within any `rate_window_s`
     rate_window_s: float
     slot_lease_s: float
+    caps: tuple[Cap, ...] = ()  # windows counted over calls placed (not 429s or refused connects)
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,7 @@ class Usage:
     due: int  # due requests, up to the round's limit
     active_slots: int
     started_in_window: int  # attempts started within the rate window
+    placed_in_caps: tuple[int, ...] = ()  # calls placed within each of Limits.caps' windows
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,46 @@ class Admission:
 
     admitted: int
     limited_by: LimitName | None
+    screened: tuple[Screened, ...] = ()  # what compliance did with the round's candidates
+    pace: float = 1.0  # the shared pace factor (lowered by Bland's 429s) read in the round
 
+
+@dataclass(frozen=True)
+class Candidate:
+    """A due request the compliance screen looks at before it may be claimed."""
+
+    request_id: str
+    phone_number: str
+    options: DialerOptions
+    starts_at: datetime | None = None  # Bland's `start_time`: the call runs then, not now
+
+
+@dataclass(frozen=True)
+class NumberFacts:
+    """What the ledger knows about one number, across all replicas, at the round's instant."""
+
+    do_not_call: bool = False
+    calls_24h: int = 0  # calls placed (or possibly placed) in the last 24 hours
+    last_call_at: datetime | None = None
+
+
+Verdict = Literal["go", "defer", "suppress", "hold"]
+
+
+@dataclass(frozen=True)
+class Screened:
+    """go: claim it; defer: window closed (call.deferred); suppress: never (call.suppressed);
+    hold: wait silently until `not_before` (same number dialed seconds ago)."""
+
+    request_id: str
+    verdict: Verdict
+    reason: str | None = None
+    not_before: datetime | None = None
+    rule: str | None = None
+
+
+# The pure compliance screen: candidates in claim order, facts by number, now, how many may go.
+Screen = Callable[[Sequence[Candidate], Mapping[str, NumberFacts], datetime, int], list[Screened]]
 
 # The pure admission decision the claim round runs inside its transaction.
 Admit = Callable[[Usage, Limits], Admission]

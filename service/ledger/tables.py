@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -99,6 +100,10 @@ requests = Table(
     # A cancel that came while Bland may hold the call; the stop is retried until Bland accepts it.
     Column("cancel_requested_at", UTCDateTime),
     Column("stop_sent_at", UTCDateTime),
+    # Weighted fair share across campaigns (service.ledger.fairness): claims take the lowest
+    # virtual time first within a priority.
+    Column("fair_key", String(REQUEST_ID_LEN + 16)),
+    Column("fair_vt", Float, nullable=False, server_default="0"),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
     Index("ix_requests_expiry", "state", "expires_at"),
@@ -108,14 +113,17 @@ requests = Table(
     Index("ix_requests_phone", "phone_number", "attempt_started_at"),
     Index("ix_requests_stop", "state", "cancel_requested_at"),
     Index("ix_requests_finished", "state", "updated_at"),
+    Index("ix_requests_fair", "state", "priority", "fair_vt"),
+    Index("ix_requests_fair_key", "fair_key", "fair_vt"),
 )
 
-# The claim's order (priority first, then oldest due), so that taking the next due rows reads
+# The claim's order (priority first, then the fair share's virtual time, then oldest due), so that taking the next due rows reads
 # only those rows, however many are pending; the same columns serve "anything due?".
 Index(
     "ix_requests_claim",
     requests.c.state,
     requests.c.priority.desc(),
+    requests.c.fair_vt,
     requests.c.not_before,
     requests.c.created_at,
     requests.c.request_id,
@@ -183,6 +191,21 @@ admission = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("updated_at", UTCDateTime),
+    # Bland's 429 "Rate limit exceeded": every replica pauses until then and slows its pace.
+    Column("paused_until", UTCDateTime),
+    Column("pace_factor", Float, nullable=False, server_default="1"),
+    Column("pace_changed_at", UTCDateTime),
+    Column("virtual_time", Float, nullable=False, server_default="0"),
+)
+
+# The do-not-call list, checked at dial time (E.164 numbers).
+do_not_call = Table(
+    "do_not_call",
+    metadata,
+    Column("phone_number", String(32), primary_key=True),
+    Column("reason", String(255)),
+    Column("source", String(255)),  # the request id or "cli"
+    Column("added_at", UTCDateTime, nullable=False),
 )
 
 ADMISSION_ROW_ID = 1

@@ -62,6 +62,8 @@ async def test_demo_runs_to_a_summary_and_deletes_its_broker_objects(amqp_url: s
     stdout = out.decode()
 
     assert process.returncode == 0, stdout + err.decode()
+    assert "demo: limits 100 calls at once (DIALER_MAX_CONCURRENT_CALLS; default 10)" in stdout
+    assert "sandbox plan enterprise, clock x600" in stdout
     published = int(_found(r"requests published\s+(\d+)", stdout))
     at_sandbox = int(_found(r"calls at the sandbox\s+(\d+)", stdout))
     assert published == at_sandbox == 60 + len(sample_calls())

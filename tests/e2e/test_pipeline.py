@@ -106,19 +106,26 @@ async def test_the_same_request_published_five_times_is_one_call(
     start: StartService,
 ) -> None:
     await asyncio.to_thread(start, sqlite_url, fast_sandbox)
-    request_id = f"dup-{uuid.uuid4().hex}"
-    body = json.dumps(call_request(fictional_numbers(1)[0])).encode()
+    request_id, later_id = f"dup-{uuid.uuid4().hex}", f"later-{uuid.uuid4().hex}"
+    number, other_number = fictional_numbers(2)
+    body = json.dumps(call_request(number)).encode()
 
     await publish_many(bus_settings, [(request_id, body)] * 5)
     await tap.wait_for(lambda seen: settled(seen, [request_id]), timeout_s=30)
-    await tap.wait_for(lambda seen: len(seen) >= 7, timeout_s=10)  # 5 answers + queued + final
-    await asyncio.sleep(0.5)  # a second dial, if any, would have reached the sandbox by now
+    await tap.wait_for(lambda seen: len(seen) >= 7)  # 5 answers + queued + final
+    # A later request dialed and settled: a second dial of the first would have come before.
+    later = json.dumps(call_request(other_number)).encode()
+    await publish_many(bus_settings, [(later_id, later)])
+    await tap.wait_for(lambda seen: settled(seen, [later_id]), timeout_s=30)
 
     truth = await fast_sandbox.aground_truth()
-    assert calls_by_request(truth) == {request_id: 1}
-    assert len(await fast_sandbox.arequests()) == 1
-    queued = {s.body["call_id"] for s in tap.of("call.queued")}
-    assert queued == {truth[0]["call_id"]}
+    assert calls_by_request(truth) == {request_id: 1, later_id: 1}
+    assert len(await fast_sandbox.arequests()) == 2
+    call_ids = {c["metadata"]["dialer_request_id"]: c["call_id"] for c in truth}
+    queued = {
+        s.body["call_id"] for s in tap.of("call.queued") if s.body["request_id"] == request_id
+    }
+    assert queued == {call_ids[request_id]}
 
 
 async def test_sigterm_drains_and_exits_zero_within_the_grace_period(

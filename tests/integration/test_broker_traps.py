@@ -10,8 +10,16 @@ import pytest
 from aiormq.abc import DeliveredMessage
 
 from tests.conftest import Broker
+from tests.support.bus import next_message
 
 pytestmark = pytest.mark.integration
+
+
+async def ready(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
+    """Messages ready in the queue (a passive declare on the underlying channel, not cached)."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(name, passive=True)
+    return declared.message_count or 0
 
 
 async def test_an_unroutable_publish_is_silent_unless_returns_raise(broker: Broker) -> None:
@@ -63,8 +71,9 @@ async def test_process_rejects_without_requeue_and_the_message_is_gone(broker: B
         with pytest.raises(RuntimeError):
             async with message.process():  # defaults: requeue=False
                 raise RuntimeError("handler bug")
-        await asyncio.sleep(0.2)
-        assert await queue.get(fail=False) is None  # dropped: no trace anywhere
+        # A marker published after the reject: a requeued message would come out before it.
+        await channel.default_exchange.publish(aio_pika.Message(b"marker"), routing_key=name)
+        assert (await next_message(queue)).body == b"marker"  # dropped: no trace anywhere
 
 
 @pytest.mark.parametrize("requeue_how", ["reject", "nack"])
@@ -97,12 +106,7 @@ async def test_every_requeue_counts_toward_the_delivery_limit(
                 await message.nack(requeue=True)
         assert counts == [0, 1, 2, 3]
         dead_queue = await channel.get_queue(dead, ensure=False)
-        dead_message = None
-        for _ in range(250):  # dead-lettering is asynchronous
-            if (dead_message := await dead_queue.get(fail=False)) is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert dead_message is not None
+        dead_message = await next_message(dead_queue)  # dead-lettering is asynchronous
         assert dead_message.headers["x-first-death-reason"] == "delivery_limit"
 
 
@@ -123,9 +127,13 @@ async def test_a_delivery_held_after_cancelling_the_consumer_can_still_be_acked(
         tag = await queue.consume(got.put, no_ack=False)
         message = await asyncio.wait_for(got.get(), 5)
         await queue.cancel(tag)
-        await asyncio.sleep(0.5)
+        # A marker confirmed after the cancel: by then the queue has applied the cancel, and a
+        # delivery given back would be ready beside it.
+        await channel.default_exchange.publish(aio_pika.Message(b"marker"), routing_key=name)
+        assert await ready(channel, name) == 1
         await message.ack()
-        await asyncio.sleep(0.2)
+        # An unknown delivery tag would have closed the channel before the get answers.
+        assert (await next_message(queue)).body == b"marker"
         assert await queue.get(fail=False) is None
         assert not channel.is_closed
 

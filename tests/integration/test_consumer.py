@@ -25,6 +25,7 @@ from tests.support.ledger import claim as claim_round
 from tests.support.sandbox import SandboxFactory
 from tests.support.stack import Stack, build_stack
 from tests.support.tcpproxy import TcpProxy
+from tests.support.waits import DEADLINE_S
 
 pytestmark = pytest.mark.integration
 
@@ -271,7 +272,8 @@ async def test_a_database_outage_pauses_without_burning_the_delivery_limit(
         await publish_json(settings, {**VALID, "task": "Two."}, message_id="out-2")
         await wait_until(lambda: s.consumer.paused)
         assert not s.consumer.ready
-        await asyncio.sleep(2.0)  # many store retries: each would have burned a delivery
+        # Many store retries while holding the deliveries: each would have burned one.
+        await wait_until(lambda: s.consumer.ledger_retries >= 8)
         proxy.restore()
         await wait_until(lambda: s.consumer.ready)
         await publish_json(settings, {**VALID, "task": "Three."}, message_id="out-3")
@@ -303,7 +305,7 @@ async def test_stop_drains_what_was_delivered_and_acks_it(stack: Stack) -> None:
     assert len(settled) + left == 20  # nothing both written and left unacked, nothing lost
 
 
-async def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
+async def wait_until(predicate: Any, timeout_s: float = DEADLINE_S) -> None:
     """Poll a condition."""
     for _ in range(int(timeout_s / 0.02)):
         if predicate():

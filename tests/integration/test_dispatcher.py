@@ -23,6 +23,7 @@ from tests.support.ledger import rows
 from tests.support.rig import Rig
 from tests.support.rig import rig as service_rig
 from tests.support.sandbox import SandboxProcess, free_port
+from tests.support.waits import DEADLINE_S, rounds_pass
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,7 @@ async def event_types(ledger: Ledger, request_id: str) -> list[str]:
         return [parse_event(r.event_type, r.body).type for r in result]
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = DEADLINE_S) -> None:
     """Poll an async condition until it holds, or fail."""
     deadline = time.monotonic() + timeout_s
     while not await check():
@@ -195,7 +196,8 @@ async def test_dropped_answer_leaves_one_call_and_an_unknown_row_never_redialed(
         await accept(r, 1)
         await r.dispatcher.start()
         await wait_for(lambda: all_in(r.ledger, {"unknown"}, 1))
-        await asyncio.sleep(0.3)  # more rounds of the loop: nothing may be dialed again
+        await rounds_pass(lambda: r.dispatcher.rounds)  # nothing may be dialed again
+        await r.dispatcher.join()
 
         assert len(await sandbox.aground_truth()) == 1
         assert (await rows(r.ledger))["req-0"].attempts == 1
@@ -208,7 +210,8 @@ async def test_5xx_is_unknown_never_redialed(sqlite_url: str, sandbox: SandboxPr
         await accept(r, 3)
         await r.dispatcher.start()
         await wait_for(lambda: all_in(r.ledger, {"unknown"}, 3))
-        await asyncio.sleep(0.2)
+        await rounds_pass(lambda: r.dispatcher.rounds)  # nothing may be dialed again
+        await r.dispatcher.join()
 
         assert all(row.attempts == 1 for row in (await rows(r.ledger)).values())
 
@@ -234,7 +237,7 @@ async def test_a_refused_api_key_pauses_dialing_and_keeps_requests_pending(
         await accept(r, 5)
         await r.dispatcher.start()
         await wait_for(lambda: asyncio.sleep(0, result=dialed(r.metrics, "account_error") > 0))
-        await asyncio.sleep(0.3)
+        await r.dispatcher.join()  # every POST of the round is answered and recorded
 
         assert r.dispatcher.ready is False
         assert "401" in (r.dispatcher.problem or "")
@@ -262,8 +265,9 @@ async def test_stop_abandons_a_slow_post_as_dialing_never_retried(
     async with rig(sqlite_url, sandbox.base_url, bland_pool_size=1) as r:
         await accept(r, 2)
         await r.dispatcher.start()
-        await wait_for(lambda: asyncio.sleep(0, result=r.dispatcher.in_flight == 1))
-        await asyncio.sleep(0.1)  # the loop now waits for a free connection
+        # The round that claimed one, then one that found no free connection: it waits.
+        await wait_for(lambda: asyncio.sleep(0, result=r.dispatcher.rounds >= 2))
+        assert r.dispatcher.in_flight == 1
 
         started = time.monotonic()
         await r.dispatcher.stop(grace_s=0.2)

@@ -27,6 +27,7 @@ from tests.support.bus import Tap
 from tests.support.sandbox import REPO_ROOT, SandboxFactory, SandboxProcess, free_port
 from tests.support.service import call_request, fictional_numbers, publish_many
 from tests.support.tcpproxy import TcpProxy
+from tests.support.waits import until
 
 pytestmark = [pytest.mark.integration]
 
@@ -50,6 +51,7 @@ def _settings(broker: Broker, database_url: str, sandbox: SandboxProcess, **extr
         "http_port": 0,
         "shutdown_grace_s": 5.0,
         "outcome_overdue_s": 600.0,  # outcomes in these tests come from webhooks only
+        "calling_window": "00:00-24:00",  # fictional 555 numbers, any hour
         **extra,
     }
     return Settings(**values)
@@ -105,13 +107,26 @@ async def test_readyz_names_the_broker_while_it_cannot_be_reached(
     _, client = await make_app(_settings(dead_broker, sqlite_url, sandbox))
 
     assert (await client.get("/healthz")).status_code == 200
-    await asyncio.sleep(0.5)
-    response = await client.get("/readyz")
-    assert response.status_code == 503
-    body = response.json()
+    body = await _wait_checks(client, lambda c: c.get("broker", "").startswith("unreachable"))
     assert body["checks"]["database"] == "ok"
     assert "broker" in body["not_ready"]
     assert "consumers" in body["not_ready"]
+
+
+async def _wait_checks(
+    client: httpx.AsyncClient, accept: Callable[[dict[str, str]], bool]
+) -> dict[str, Any]:
+    """The /readyz body once a 503 carries checks that `accept` likes."""
+    found: list[dict[str, Any]] = []
+
+    async def answered() -> bool:
+        response = await client.get("/readyz")
+        body: dict[str, Any] = response.json()
+        found[:] = [body]
+        return response.status_code == 503 and accept(body["checks"])
+
+    await until(answered, "/readyz: 503 with the awaited checks")
+    return found[0]
 
 
 async def _wait_not_ready(client: httpx.AsyncClient, timeout_s: float = 20.0) -> dict[str, Any]:

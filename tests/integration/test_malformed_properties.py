@@ -7,7 +7,6 @@ a few reconnects, the broker dead-lettered the whole prefetch window (finding 1 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from service.settings import Settings
 from tests.conftest import Broker
 from tests.support.bus import drain, publish_json, publish_with_raw_properties, queue_depth
 from tests.support.stack import Stack, build_stack
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +76,11 @@ async def test_the_dead_letter_tools_read_and_replay_any_bytes(stack: Stack) -> 
     settings = stack.settings
     for props in MALFORMED.values():
         await publish_with_raw_properties(settings, b"\xff not even text", **props)
-    for _ in range(250):
-        if await queue_depth(settings, f"{settings.prefix}.dead") == len(MALFORMED):
-            break
-        await asyncio.sleep(0.02)
+
+    async def all_dead() -> bool:
+        return await queue_depth(settings, f"{settings.prefix}.dead") == len(MALFORMED)
+
+    await until(all_dead, "every message dead-lettered")
     await stack.consumer.stop(5.0)
 
     out = io.StringIO()

@@ -24,6 +24,7 @@ from tests.support.ledger import rows
 from tests.support.rig import Rig
 from tests.support.rig import rig as service_rig
 from tests.support.sandbox import SandboxProcess, WebhookReceiver
+from tests.support.waits import DEADLINE_S
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ async def event_count(ledger: Ledger) -> int:
         return int(await conn.scalar(select(func.count()).select_from(outbox)) or 0)
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = DEADLINE_S) -> None:
     """Poll an async condition until it holds, or fail."""
     deadline = time.monotonic() + timeout_s
     while not await check():
@@ -90,6 +91,11 @@ async def all_final(ledger: Ledger, count: int) -> bool:
     """`count` rows, every one settled."""
     found = await rows(ledger)
     return len(found) == count and all(row.state in FINAL for row in found.values())
+
+
+async def look_due(r: Rig) -> bool:
+    """True when a queued call's next look has come (the poller would ask Bland now)."""
+    return bool(await r.ledger.overdue_calls(r.poller.clock(), 1))
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -299,13 +305,15 @@ async def test_polling_waits_for_a_live_call_and_survives_read_errors(
         await accept(r, 1)
         await r.dispatcher.run_once()
         await r.dispatcher.join()
-        await asyncio.sleep(0.02)
+        await wait_for(lambda: look_due(r))
 
         assert await r.poller.run_once() == 0  # still ringing or talking: postponed
         assert (await rows(r.ledger))["req-0"].state == "queued"
         await sandbox.aset_faults(read_error_5xx_share=1.0)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: look_due(r))
+        due_at = (await rows(r.ledger))["req-0"].next_check_at
         assert await r.poller.run_once() == 0  # Bland's reads fail: postponed, not lost
+        assert (await rows(r.ledger))["req-0"].next_check_at > due_at
         await sandbox.aset_faults(read_error_5xx_share=0.0)
         await r.poller.start()
         await wait_for(lambda: all_final(r.ledger, 1))

@@ -259,7 +259,8 @@ async def test_a_failed_lookup_postpones_and_never_gives_up(
     await sandbox.aset_faults(error_5xx_share=1.0)
     async with rig(sqlite_url, sandbox, reconcile_grace_s=0.1) as r:
         await dial(r, "req-blind")
-        await asyncio.sleep(0.2)
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        r.reconciler.clock = lambda: later  # past the grace: absence would count now
         r.reconciler.bland = BlandClient(
             r.settings.model_copy(update={"bland_base_url": "http://127.0.0.1:9"}), r.metrics
         )

@@ -15,10 +15,21 @@ from tests.support.ledger import row
 from tests.support.rig import Rig, new_call, rig
 from tests.support.sandbox import SandboxFactory, SandboxProcess
 from tests.support.tcpproxy import TcpProxy
+from tests.support.waits import until
 
 pytestmark = pytest.mark.integration
 
 PHONE = "+14157880002"
+
+
+async def posts_in_flight(sandbox: SandboxProcess, count: int) -> bool:
+    """True when `count` POST /v1/calls are being answered by the sandbox."""
+    return bool((await sandbox.acounts())["posts_in_flight"] == count)
+
+
+async def answered_5xx(sandbox: SandboxProcess) -> bool:
+    """True once the sandbox has answered a POST with an injected 5xx."""
+    return any(a["outcome"] == "fault_5xx" for a in await sandbox.arequests())
 
 
 async def claim_one(r: Rig, request_id: str, now: datetime) -> Claim:
@@ -104,11 +115,13 @@ async def test_an_ambiguous_result_is_recorded_after_a_ledger_blip_not_left_as_o
         ) as r:
             now = datetime.now(UTC)
             claim = await claim_one(r, "req-blip", now)
-            await sandbox.aset_faults(error_5xx_share=1.0, latency_ms=300)
+            # The latency only keeps the POST at the sandbox long enough to cut meanwhile.
+            await sandbox.aset_faults(error_5xx_share=1.0, latency_ms=1000)
             dialing = asyncio.create_task(r.dispatcher.dial(claim))
-            await asyncio.sleep(0.1)
+            await until(lambda: posts_in_flight(sandbox, 1), "the POST is at the sandbox")
             proxy.cut()  # the ledger is unreachable when the 5xx comes back
-            await asyncio.sleep(1.0)
+            await until(lambda: answered_5xx(sandbox), "the 5xx came back")
+            await until(lambda: proxy.refused > 0, "the dispatcher's write found no ledger")
             proxy.restore()
 
             assert await dialing == "unknown"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aio_pika
 import pytest
 
@@ -12,6 +10,7 @@ from service.commands.cli import main
 from service.errors import ConfigError
 from service.settings import Settings
 from tests.conftest import Broker
+from tests.support.bus import next_message
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +56,7 @@ async def test_a_poison_message_goes_to_dead_after_the_delivery_limit(broker: Br
             counts.append(message.headers.get("x-delivery-count", 0))
             await message.reject(requeue=True)
         assert counts == [0, 1, 2]  # the first get has 0; after the limit it is dead
-        dead = None
-        for _ in range(250):  # at-least-once dead-lettering is asynchronous
-            if (dead := await topology.dead_queue.get(fail=False)) is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert dead is not None
+        dead = await next_message(topology.dead_queue)  # dead-lettering is asynchronous
         assert dead.message_id == "poison"
         assert dead.routing_key == "call.create"
         assert dead.headers["x-first-death-reason"] == "delivery_limit"

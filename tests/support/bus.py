@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from service.bus.topology import declare
 from service.ledger import Ledger
 from service.ledger.migrate import upgrade
 from service.settings import Settings
+from tests.support.waits import DEADLINE_S, until
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Tap:
         return [s for s in self.seen if s.routing_key == routing_key]
 
     async def wait_for(
-        self, predicate: Callable[[list[Seen]], bool], timeout_s: float = 10.0
+        self, predicate: Callable[[list[Seen]], bool], timeout_s: float = DEADLINE_S
     ) -> list[Seen]:
         """Wait until the predicate holds for everything seen so far."""
         deadline = time.monotonic() + timeout_s
@@ -84,6 +85,20 @@ class Tap:
         """Disconnect (the exclusive queue goes with it)."""
         with contextlib.suppress(Exception):
             await self.connection.close()
+
+
+async def next_message(queue: AbstractQueue) -> AbstractIncomingMessage:
+    """The next message the queue hands out (not acked), once there is one."""
+    got: list[AbstractIncomingMessage] = []
+
+    async def fetched() -> bool:
+        message = await queue.get(fail=False)
+        if message is not None:
+            got.append(message)
+        return bool(got)
+
+    await until(fetched, f"a message in {queue.name}")
+    return got[0]
 
 
 async def publish_raw(

@@ -54,6 +54,11 @@ async def rig(
         "database_url": db_url,
         **bland,
         "max_calls_per_second": 100.0,
+        # Test numbers (555, fictional) have no time zone, and tests call them at any hour;
+        # tests of limits and compliance set their own.
+        "calling_window": "00:00-24:00",
+        "max_calls_per_number_24h": 0,
+        "same_number_gap_s": 0.0,
         "reconcile_grace_s": 300.0,
         "http_host": "127.0.0.1",
         "http_port": port,

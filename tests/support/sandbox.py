@@ -36,6 +36,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.waits import DEADLINE_S
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 20.0
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -55,6 +57,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def is_quiet(counts: dict[str, Any]) -> bool:
+    """No work in progress in these /_sandbox/counts."""
+    return not (counts["posts_in_flight"] or counts["live_calls"] or counts["pending_webhooks"])
 
 
 def command_line(options: dict[str, Any]) -> list[str]:
@@ -111,9 +118,13 @@ class SandboxProcess:
         return calls
 
     def counts(self) -> dict[str, Any]:
-        """{total, by_number, rejected, active, max_active}."""
+        """Calls, rejections, concurrency and work in progress (GET /_sandbox/counts)."""
         counts: dict[str, Any] = self._get("/_sandbox/counts")
         return counts
+
+    def quiet(self) -> bool:
+        """No POST being answered, no live call, no webhook pending: nothing more will happen."""
+        return is_quiet(self.counts())
 
     def requests(self) -> list[dict[str, Any]]:
         """Every POST /v1/calls the sandbox received: outcome, status_code, phone_number,
@@ -150,7 +161,7 @@ class SandboxProcess:
         return call
 
     def wait_until(
-        self, predicate: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.05
+        self, predicate: Callable[[], bool], timeout_s: float = DEADLINE_S, interval_s: float = 0.05
     ) -> None:
         """Poll `predicate` until it holds; fail the test after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
@@ -181,6 +192,10 @@ class SandboxProcess:
         """Async counts()."""
         counts: dict[str, Any] = await self._aget("/_sandbox/counts")
         return counts
+
+    async def aquiet(self) -> bool:
+        """Async quiet()."""
+        return is_quiet(await self.acounts())
 
     async def arequests(self) -> list[dict[str, Any]]:
         """Async requests()."""

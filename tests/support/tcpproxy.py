@@ -18,6 +18,7 @@ class TcpProxy:
         # TCP would retransmit what was sent once the network heals)
         self.mode = "pass"
         self.accepted = 0
+        self.refused = 0  # connections closed at once while cut
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -79,6 +80,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "cut":
+            self.refused += 1
             writer.transport.abort()
             return
         try:

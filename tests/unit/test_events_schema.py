@@ -20,6 +20,8 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "call.canceled": {},
     "call.suppressed": {"reason": "do_not_call"},
     "call.expired": {"expires_at": AT},
+    "call.deferred": {"not_before": AT, "rule": "global+US-FL 08:00-20:00"},
+    "dnc.updated": {"action": "add", "listed": True, "changed": True},
     "call.unresolved": {"attempt_started_at": AT, "reason": "no matching call"},
     "batch.accepted": {"recipients": 3},
     "batch.rejected": {

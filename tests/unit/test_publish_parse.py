@@ -9,11 +9,11 @@ import pytest
 from schemas.envelope import content_request_id
 from service.commands.publish import (
     InputError,
-    csv_cell,
     detect_format,
     parse_requests,
     stable_request_id,
 )
+from service.commands.rows import csv_cell
 
 A = {"phone_number": "+15555550142", "task": "Hi."}
 B = {"phone_number": "+15555550143", "task": "Hello."}
@@ -68,7 +68,7 @@ def test_the_id_can_come_from_a_field_which_is_removed() -> None:
     items, _ = parse_requests(json.dumps([{**A, "ref": "crm-17"}]), "json", id_field="ref")
     assert items[0].request_id == "crm-17"
     assert items[0].body == A
-    with pytest.raises(InputError, match="row 1: ref"):
+    with pytest.raises(InputError, match="item 1: ref"):
         parse_requests(json.dumps([A]), "json", id_field="ref")
 
 
@@ -86,7 +86,7 @@ def test_csv_rows_are_typed_nested_and_skip_empty_cells() -> None:
         "request_data": {"name": "Ann", "zip": "02134"},
         "dialer": {"priority": 3},
     }
-    assert item.row == 1
+    assert item.row == 2  # its line in the file
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_task_fills_rows_without_task_or_pathway() -> None:
         ("name\nAnn\n", "csv", "phone_number column"),
         ("{nope", "json", "not valid JSON"),
         ('{"a": 1}\n{nope\n', "jsonl", "line 2"),
-        ("[1]", "json", "row 1: expected a JSON object"),
+        ("[1]", "json", "item 1: expected a JSON object"),
     ],
 )
 def test_bad_inputs_name_the_problem(text: str, fmt: str, message: str) -> None:

@@ -1,7 +1,7 @@
 """Claims: an index in the claim's order, so the cost of a claim does not grow with the backlog.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-02 12:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_requests_claim",
         "requests",
-        ["state", sa.text("priority DESC"), "not_before", "created_at", "request_id"],
+        ["state", sa.text("priority DESC"), "fair_vt", "not_before", "created_at", "request_id"],
     )
     op.drop_index("ix_requests_due", table_name="requests")
 
