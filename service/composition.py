@@ -75,11 +75,20 @@ async def assemble(
     metrics = Metrics(registry)
     bland = BlandClient(settings, metrics, transport=bland_transport)
     stops = CallStops(ledger, bland, metrics, clock=clock)
-    dispatcher = Dispatcher(settings, ledger, bland, metrics, clock=clock, stop_canceled=stops.stop)
+
     webhooks = WebhookIntake(
         settings, ledger, metrics, clock=clock, forward_transport=forward_transport
     )
     relay = OutboxRelay(settings, ledger, metrics, clock=clock)
+    dispatcher = Dispatcher(
+        settings,
+        ledger,
+        bland,
+        metrics,
+        clock=clock,
+        stop_canceled=stops.stop,
+        on_events=relay.wake,
+    )
     consumer = RequestConsumer(
         settings,
         ledger,
