@@ -126,10 +126,12 @@ class Service:
             DIALER_HTTP_PORT=str(self.port),
             DIALER_MAX_CONCURRENT_CALLS="1000000",  # no admission wait: measure the pipeline
             DIALER_MAX_CALLS_PER_SECOND="100000",
-            # Any hour, no regional narrowing: the bench's fictional numbers must be callable
-            # whatever the time at the machine (the default window is the recipient's 08-21).
+            # The bench's fictional numbers repeat, and it runs at any hour: the compliance
+            # checks still run, but no window, cap or gap holds a request back.
             DIALER_CALLING_WINDOW="00:00-24:00",
             DIALER_REGION_RULES="{}",
+            DIALER_MAX_CALLS_PER_NUMBER_24H="0",
+            DIALER_SAME_NUMBER_GAP_S="0",
             DIALER_LOG_FORMAT="json",
             # Webhooks are not sent during dial runs (the webhook row sends its own): without
             # this the poller would ask the sandbox for every call once its outcome is overdue.

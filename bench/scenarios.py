@@ -92,9 +92,11 @@ def label(database: str) -> str:
 # ------------------------------------------------------------------ latency, open loop
 
 
-async def latency(rig: Rig, database: str, rate: float, seconds: float) -> Run:
+async def latency(
+    rig: Rig, database: str, rate: float, seconds: float, code_dir: Path | None = None
+) -> Run:
     """Publish at `rate`/s on a schedule (open loop); publish → `call.queued` at the broker."""
-    service = Service(rig, database, f"latency-{database}-{rate:g}")
+    service = Service(rig, database, f"latency-{database}-{rate:g}", code_dir=code_dir)
     count = max(1, int(rate * seconds))
     sent: dict[str, float] = {}
     received: dict[str, float] = {}
@@ -127,7 +129,7 @@ async def latency(rig: Rig, database: str, rate: float, seconds: float) -> Run:
         await service.close()
     waits_ms = [(received[k] - sent[k]) * 1000 for k in sent if k in received]
     cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
-    name = f"dial latency at {rate:g}/s, {label(database)}"
+    name = f"dial latency at {rate:g}/s, {label(database)}" + (" (before)" if code_dir else "")
     extra = {"p50_ms": percentile(waits_ms, 0.5), "p99_ms": percentile(waits_ms, 0.99)}
     return Run(name, count, seconds, cpu, peak, extra)
 

@@ -49,7 +49,7 @@ async def rounds(rig: Rig, args: argparse.Namespace) -> list[list[Run]]:
         keys += [f"{k}-before" for k in ROUND_VARIANTS if k.startswith(("ingest", "e2e"))]
     keys = [k for k in keys if not args.only or k in args.only]
     done: list[list[Run]] = []
-    for number in range(args.rounds):
+    for number in range(args.rounds if keys else 0):
         shift = number % len(keys)
         order = keys[shift:] + keys[:shift]
         runs = []
@@ -70,11 +70,13 @@ async def once(rig: Rig, args: argparse.Namespace, ingest_per_s: float) -> list[
         return not args.only or key in args.only
 
     seconds = 2.0 if args.quick else 20.0
+    versions = [("", None)] + ([("-before", Path(args.before))] if args.before else [])
     for database in ("sqlite", "postgres"):
         for rate in (50.0, 200.0):
-            if wanted(f"latency-{database}"):
-                out.append(await scenarios.latency(rig, database, rate, seconds))
-                print_progress(out[-1])
+            for suffix, code_dir in versions:
+                if wanted(f"latency-{database}{suffix}"):
+                    out.append(await scenarios.latency(rig, database, rate, seconds, code_dir))
+                    print_progress(out[-1])
     if wanted("backlog"):
         out.append(await scenarios.backlog(rig, "sqlite", args.backlog, ingest_per_s))
         print_progress(out[-1])

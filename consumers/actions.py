@@ -81,6 +81,14 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
+def _channel(message: AbstractIncomingMessage) -> object | None:
+    """The channel a delivery came on; None once it is closed (its ack is lost anyway)."""
+    try:
+        return message.channel
+    except BROKER_ERRORS:
+        return None
+
+
 def _kind_label(kind: str) -> str:
     return kind if kind in REQUEST_KINDS else "other"
 
@@ -156,8 +164,9 @@ class Actions:
     async def _create(self, group: list[Item]) -> None:
         calls = [item.plan.action.call for item in group if isinstance(item.plan.action, Create)]
         results = await self.accept(calls, self.clock())
+        await self._ack_all(group)
         for item, result in zip(group, results, strict=True):
-            await self._done(item, "duplicate" if result.duplicate else "accepted")
+            self._note(item, "duplicate" if result.duplicate else "accepted")
 
     async def _one(self, item: Item) -> None:
         action = item.plan.action
@@ -313,12 +322,27 @@ class Actions:
 
     async def _done(self, item: Item, outcome: str, **fields: Any) -> None:
         """Ack after the commit; the canonical log line and the metric."""
-        item.settled = True
-        try:
-            await item.message.ack()
-        except BROKER_ERRORS as exc:
-            # The channel died since the delivery: the broker redelivers it; the ledger dedupes.
-            log.info("ack_lost", request_id=item.plan.request_id, error=str(exc))
+        await self._ack_all([item])
+        self._note(item, outcome, **fields)
+
+    async def _ack_all(self, items: list[Item]) -> None:
+        """Ack deliveries in delivery order, all with one `multiple` ack when one channel
+        carried them: every earlier delivery of the channel is settled already (the worker
+        takes deliveries in order), so the multiple ack covers exactly these."""
+        channels = {id(_channel(item.message)) for item in items}
+        one_channel = len(channels) == 1 and id(None) not in channels
+        targets = [items[-1]] if one_channel else items
+        for item in items:
+            item.settled = True
+        for item in targets:
+            try:
+                await item.message.ack(multiple=one_channel and len(items) > 1)
+            except BROKER_ERRORS as exc:
+                # The channel died since the delivery: the broker redelivers; the ledger dedupes.
+                log.info("ack_lost", request_id=item.plan.request_id, error=str(exc))
+
+    def _note(self, item: Item, outcome: str, **fields: Any) -> None:
+        """The canonical log line and the metric of a settled delivery."""
         p = item.plan
         self.metrics.requests_consumed.labels(_kind_label(p.kind), outcome).inc()
         with structlog.contextvars.bound_contextvars(request_id=p.request_id, kind=p.kind):

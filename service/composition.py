@@ -77,7 +77,16 @@ async def assemble(
     metrics = Metrics(registry)
     bland = BlandClient(settings, metrics, transport=bland_transport)
     stops = CallStops(ledger, bland, metrics, clock=clock)
-    dispatcher = Dispatcher(settings, ledger, bland, metrics, clock=clock, stop_canceled=stops.stop)
+    relay = OutboxRelay(settings, ledger, metrics, clock=clock)
+    dispatcher = Dispatcher(
+        settings,
+        ledger,
+        bland,
+        metrics,
+        clock=clock,
+        stop_canceled=stops.stop,
+        on_events=relay.wake,
+    )
     webhooks = WebhookIntake(
         settings,
         ledger,
@@ -86,7 +95,6 @@ async def assemble(
         forward_transport=forward_transport,
         on_settled=dispatcher.wake,
     )
-    relay = OutboxRelay(settings, ledger, metrics, clock=clock)
     batches = BatchRounds(settings, ledger, bland, metrics, clock=clock)
     consumer = RequestConsumer(
         settings,

@@ -17,6 +17,7 @@ from service.bland.classify import (
     classify_transport,
     status_label,
 )
+from service.bland.streams import lean_transport
 from service.errors import TransientError, UnknownOutcomeError
 from service.metrics import Metrics
 from service.settings import Settings
@@ -44,6 +45,11 @@ class BlandClient:
             headers["Authorization"] = settings.bland_api_key.get_secret_value()
         self._metrics = metrics
         self._create_deadline_s = max_request_s(settings)
+        limits = httpx.Limits(
+            max_connections=settings.bland_pool_size,
+            max_keepalive_connections=settings.bland_pool_size,
+            keepalive_expiry=settings.bland_keepalive_s,
+        )
         self._client = httpx.AsyncClient(
             base_url=settings.bland_base_url,
             headers=headers,
@@ -53,12 +59,8 @@ class BlandClient:
                 write=settings.bland_read_timeout_s,
                 pool=settings.bland_connect_timeout_s,
             ),
-            limits=httpx.Limits(
-                max_connections=settings.bland_pool_size,
-                max_keepalive_connections=settings.bland_pool_size,
-                keepalive_expiry=settings.bland_keepalive_s,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or lean_transport(limits),
         )
 
     async def aclose(self) -> None:

@@ -72,6 +72,7 @@ class OutboxRelay:
         self._default: AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._gauge_at = 0.0
         self._retry = Backoff(0.2, 5.0)
 
@@ -112,15 +113,21 @@ class OutboxRelay:
         self._default = channel.default_exchange
         self._task = asyncio.create_task(self._loop(), name="outbox-relay")
 
+    def wake(self) -> None:
+        """Events were committed: publish now rather than at the next poll."""
+        self._wake.set()
+
     async def stop(self, grace_s: float) -> None:
         """Finish the round in progress (within grace_s), then disconnect."""
         self._stopping.set()
+        self._wake.set()
         await finish(self._task, grace_s)
         if self._connection is not None:
             await self._connection.close()
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()  # a wake from here on (events committed meanwhile) is kept
             try:
                 sent, failed = await self.run_once()
             except Exception as exc:  # the ledger or the broker is down: back off, try again
@@ -132,7 +139,7 @@ class OutboxRelay:
             if sent:  # an empty round proves nothing (failed rows may be leased away)
                 self._retry.reset()
             else:
-                await sleep_until(self._stopping, self.settings.outbox_idle_s)
+                await sleep_until(self._wake, self.settings.outbox_idle_s)
 
     async def run_once(self) -> tuple[int, int]:
         """Publish one batch of pending rows, all in flight at once; return (sent, failed)."""

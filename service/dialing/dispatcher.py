@@ -73,6 +73,7 @@ class Dispatcher:
         owner: str | None = None,
         draw: Uniform = random.random,
         stop_canceled: StopCanceled | None = None,
+        on_events: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -82,6 +83,8 @@ class Dispatcher:
         self.owner = owner or default_owner()
         self.draw = draw
         self.stop_canceled = stop_canceled
+        # Tells the outbox relay that events were committed (else it finds them at its next poll).
+        self.on_events = on_events or (lambda: None)
         self.problem: str | None = None  # set while Bland refuses our account
         self.failures = 0  # consecutive rounds the ledger failed
         self.rounds = 0  # claim rounds completed: evidence that the loop has moved on
@@ -178,12 +181,14 @@ class Dispatcher:
         held = self._stopping.is_set() or time.monotonic() < self._hold_until
         if room <= 0 or not running or held:
             accepted = await self.ledger.accept_calls(calls, now)
+            self.on_events()
             self.wake()
             return accepted
         accepted, claims, admission = await self.ledger.accept_and_claim(
             calls, now, self._limits(room), admit, self.screen
         )
         self._observe(admission)
+        self.on_events()
         self.submit(claims)
         return accepted
 
@@ -288,6 +293,7 @@ class Dispatcher:
         result: DialResult
         try:
             result = await self._record(claim, outcome)
+            self.on_events()
         except Exception:  # the row stays dialing; the sweep makes it unknown (an orphan)
             log.exception("dial_result_not_recorded", request_id=claim.request_id)
             result = "unrecorded"

@@ -40,24 +40,15 @@ class Attempts(LedgerBase):
             return []
         async with self._write() as conn:
             rows = await self._lock_ids(conn, [claim.request_id for claim, _ in answers])
-            results = []
+            results, moving = [], []
             for claim, call_id in answers:
                 row = rows.pop(claim.request_id, None)  # a second answer for it is stale
-                results.append(await self._queued(conn, row, claim, call_id, now))
+                result = _queued(row, claim, call_id)
+                if result.recorded:
+                    moving.append((row, call_id))
+                results.append(result)
+            await self._to_queued_many(conn, moving, now)
             return results
-
-    async def _queued(
-        self, conn: AsyncConnection, row: Any, claim: Claim, call_id: str, now: datetime
-    ) -> Queued:
-        if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
-            return Queued(recorded=False)
-        if row.state not in (State.DIALING, State.UNKNOWN):
-            return Queued(recorded=False)
-        await self._to_queued(conn, row, call_id, now, reconciled=False)
-        canceled_at = row.cancel_requested_at
-        if canceled_at is None or row.stop_sent_at is not None:
-            return Queued(recorded=True)
-        return Queued(recorded=True, stop=CallToStop(row.request_id, call_id, canceled_at))
 
     async def record_dial_failed(
         self,
@@ -221,3 +212,15 @@ class Attempts(LedgerBase):
         pending = await self._lock(conn, requests.c.request_id == row.request_id)
         ev = CallCanceled(**event_ids(pending, now), reason="requested")
         await self._move(conn, pending, State.CANCELED, now, ev, reason="requested")
+
+
+def _queued(row: Any, claim: Claim, call_id: str) -> Queued:
+    """Whether the answer still belongs to the row's attempt; a cancel during the POST owes a stop."""
+    if row is None or row.attempts != claim.attempt_no or row.call_id is not None:
+        return Queued(recorded=False)
+    if row.state not in (State.DIALING, State.UNKNOWN):
+        return Queued(recorded=False)
+    canceled_at = row.cancel_requested_at
+    if canceled_at is None or row.stop_sent_at is not None:
+        return Queued(recorded=True)
+    return Queued(recorded=True, stop=CallToStop(row.request_id, call_id, canceled_at))

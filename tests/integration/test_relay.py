@@ -194,3 +194,19 @@ async def test_events_survive_a_broker_outage(
         await relay.stop(5.0)
         await proxy.close()
         await tap.close()
+
+
+async def test_a_wake_publishes_now_not_at_the_next_poll(
+    settings: Settings, ledger: Ledger
+) -> None:
+    slow = settings.model_copy(update={"outbox_idle_s": 3600.0})
+    relay = OutboxRelay(slow, ledger, Metrics(CollectorRegistry()), lease_s=0.5)
+    await ledger.accept_calls([call("r-0")], NOW)
+    await relay.start()
+    try:
+        await until(lambda: all_sent(ledger))  # then an empty round, then an hour-long idle
+        await ledger.accept_calls([call("r-1")], NOW)
+        relay.wake()
+        await until(lambda: all_sent(ledger))
+    finally:
+        await relay.stop(5.0)

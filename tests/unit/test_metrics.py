@@ -10,7 +10,7 @@ from service.ledger import LedgerCounts
 from service.metrics import WAIT_REASONS, Metrics
 
 # call_outcomes: its `status` label is Bland's call status, not known in advance; backlog:
-# every state is set from the ledger at each scrape (tests/e2e/test_metrics.py).
+# every state is set from the ledger at each scrape (tests/e2e/test_metrics_table.py).
 OPEN_LABELS = {"dialer_call_outcomes", "dialer_backlog"}
 
 
