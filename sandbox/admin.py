@@ -49,6 +49,7 @@ async def counts(request: Request) -> Response:
     body["max_active"] = simulator.slots.max_active
     body["posts_in_flight"] = simulator.posts_in_flight
     body["live_calls"] = simulator.live_calls
+    body["max_live_calls"] = simulator.max_live_calls
     body["pending_webhooks"] = simulator.pending_webhooks
     return JSONResponse(body)
 

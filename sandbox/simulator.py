@@ -50,6 +50,7 @@ class Simulator:
     _background: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
     _stopping: set[str] = field(init=False, default_factory=set)
     posts_in_flight: int = field(init=False, default=0)  # POST /v1/calls not answered yet
+    max_live_calls: int = field(init=False, default=0)  # high-water mark of live_calls
     _faults_changed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class Simulator:
         self.fault_rng = random.Random(None if seed is None else seed + 1)
         self.store = Store()
         self.slots = Slots(self.config.plan.max_concurrent)
+        self.max_live_calls = 0
         self.sender.log = []
 
     def change_faults(self, faults: Faults) -> None:
@@ -145,6 +147,7 @@ class Simulator:
         while self.store.created_times and now - self.store.created_times[0] >= plans.DAY:
             self.store.created_times.popleft()
         self._tasks[call.call_id] = asyncio.create_task(self._run(call))
+        self.max_live_calls = max(self.max_live_calls, self.live_calls)
         return call
 
     async def _run(self, call: SimCall) -> None:
