@@ -15,6 +15,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from consumers.batches import CancelBatch, CreateBatch
 from consumers.decode import Cancel, Create, Delivery, Dnc, Plan, Reject
 from schemas.envelope import REQUEST_KINDS
 from service.bus import guard
@@ -31,6 +32,8 @@ log = structlog.get_logger("consumers.requests")
 
 # Stops the call of a canceled request at Bland (the outcomes stage's CallStops.stop).
 StopCanceled = Callable[[CallToStop], Awaitable[object]]
+# Stops Bland batches (`bland` dispatch) of a canceled batch request.
+StopBatches = Callable[[Sequence[str]], Awaitable[object]]
 # Writes new call requests: the ledger's accept_calls, or the dispatcher's accept-and-claim.
 Accept = Callable[[Sequence[NewCall], datetime], Awaitable[list[Accepted]]]
 # "The database is down": hold the delivery and pause, never ack or dead-letter it.
@@ -103,8 +106,12 @@ class Actions:
         delivery_limit: int,
         accept: Accept | None = None,
         stop_canceled: StopCanceled | None = None,
+        stop_batches: StopBatches | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.stop_batches = stop_batches
+        self.wake = wake
         self.metrics = metrics
         self.clock = clock
         self.dead_exchange = dead_exchange
@@ -169,6 +176,10 @@ class Actions:
             await self._cancel(item, action)
         elif isinstance(action, Dnc):
             await self._dnc(item, action)
+        elif isinstance(action, CreateBatch):
+            await self._create_batch(item, action)
+        elif isinstance(action, CancelBatch):
+            await self._cancel_batch(item, action)
 
     async def _dnc(self, item: Item, action: Dnc) -> None:
         p = item.plan
@@ -182,6 +193,31 @@ class Actions:
                 action.phone_number, now=self.clock(), request=request
             )
         await self._done(item, "dnc_updated" if changed else "dnc_unchanged")
+
+    async def _create_batch(self, item: Item, action: CreateBatch) -> None:
+        result = await self.ledger.accept_batch(action.batch, self.clock())
+        if self.wake is not None:
+            self.wake()
+        outcome = "duplicate" if result.duplicate else "accepted"
+        await self._done(item, outcome, recipients=result.recipients, rejected=result.rejected)
+
+    async def _cancel_batch(self, item: Item, action: CancelBatch) -> None:
+        result = await self.ledger.cancel_batch(
+            batch_request_id=action.request_id,
+            bland_batch_id=action.bland_batch_id,
+            now=self.clock(),
+        )
+        if not result.found:
+            target = action.request_id or action.bland_batch_id
+            field_name = "request_id" if action.request_id else "batch_id"
+            error = f"No batch found for {field_name} {target}."
+            await self._reject(item, Reject("invalid_request", [error], False))
+            return
+        for call in result.to_stop:
+            self._stop_at_bland(call)
+        if result.bland_batch_ids and self.stop_batches is not None:
+            self._background(self.stop_batches(result.bland_batch_ids), "stop-batches")
+        await self._done(item, "canceled", canceled=result.canceled)
 
     async def _reject(self, item: Item, action: Reject) -> None:
         p = item.plan
@@ -245,6 +281,17 @@ class Actions:
         task = asyncio.create_task(
             self._stop(self.stop_canceled, call), name=f"stop-{call.call_id}"
         )
+        self.stop_tasks.add(task)
+        task.add_done_callback(self.stop_tasks.discard)
+
+    def _background(self, work: Awaitable[object], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:  # best effort; the batch round stops what is left
+                log.warning("background_failed", task=name, error=str(exc))
+
+        task = asyncio.create_task(run(), name=name)
         self.stop_tasks.add(task)
         task.add_done_callback(self.stop_tasks.discard)
 

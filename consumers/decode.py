@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumers.batches import BatchIds, CancelBatch, CreateBatch, plan_batch, plan_batch_cancel
 from schemas.call import to_bland_body
 from schemas.envelope import (
     REQUEST_KINDS,
@@ -152,7 +153,14 @@ def _json_type(value: Any) -> str:
 
 # ---------------------------------------------------------------- what to do with a delivery
 
-SUPPORTED_KINDS = ("call.create", "call.cancel", "dnc.add", "dnc.remove")
+SUPPORTED_KINDS = (
+    "call.create",
+    "call.cancel",
+    "batch.create",
+    "batch.cancel",
+    "dnc.add",
+    "dnc.remove",
+)
 
 
 @dataclass(frozen=True)
@@ -196,11 +204,16 @@ class Plan:
     request_id: str
     correlation_id: str | None
     reply_to: str | None
-    action: Create | Cancel | Dnc | Reject
+    action: Create | Cancel | Dnc | Reject | CreateBatch | CancelBatch
     phone_number: str | None = None
 
 
-def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan:
+def plan(
+    delivery: Delivery,
+    max_body_bytes: int,
+    replace_webhook: bool,
+    default_dispatch: str = "expand",
+) -> Plan:
     """Decide what a delivery asks for; never raises for bad input."""
     decoded = decode(delivery, max_body_bytes)
     # A reply_to that was not readable as sent names no queue we could answer to.
@@ -213,12 +226,25 @@ def plan(delivery: Delivery, max_body_bytes: int, replace_webhook: bool) -> Plan
         return Plan(kind, rid, *ids, Reject("invalid_request", [decoded.id_error], False))
     if kind == "call.create":
         return _plan_create(decoded, delivery, replace_webhook)
+    return Plan(kind, rid, *ids, _other_action(decoded, ids, replace_webhook, default_dispatch))
+
+
+def _other_action(
+    decoded: Decoded,
+    ids: tuple[str | None, str | None],
+    replace_webhook: bool,
+    default_dispatch: str,
+) -> Cancel | Dnc | Reject | CreateBatch | CancelBatch:
+    """What a request other than call.create asks for (unsupported kinds are rejected)."""
+    kind = decoded.kind
     if kind == "call.cancel":
-        return Plan(kind, rid, *ids, _cancel_action(decoded.body))
+        return _cancel_action(decoded.body)
     if kind in ("dnc.add", "dnc.remove"):
-        return Plan(kind, rid, *ids, dnc_action(kind, decoded.body))
+        return dnc_action(kind, decoded.body)
+    if kind in ("batch.create", "batch.cancel"):
+        return _batch_action(decoded, ids, replace_webhook, default_dispatch)
     error = f"Unsupported request kind {kind!r}; this service accepts {', '.join(SUPPORTED_KINDS)}."
-    return Plan(kind, rid, *ids, Reject("unsupported_kind", [error], dead_letter=False))
+    return Reject("unsupported_kind", [error], dead_letter=False)
 
 
 def unprocessable(delivery: Delivery, exc: BaseException) -> Plan:
@@ -256,6 +282,27 @@ def _plan_create(decoded: Decoded, delivery: Delivery, replace_webhook: bool) ->
         publisher_webhook=publisher_webhook,
     )
     return Plan(decoded.kind, decoded.request_id, *ids, Create(call), model.phone_number)
+
+
+def _batch_action(
+    decoded: Decoded,
+    ids: tuple[str | None, str | None],
+    replace_webhook: bool,
+    default_dispatch: str,
+) -> CreateBatch | CancelBatch | Reject:
+    planned: CreateBatch | CancelBatch | list[str]
+    if decoded.kind == "batch.cancel":
+        planned = plan_batch_cancel(decoded.body)
+    else:
+        planned = plan_batch(
+            decoded.body,
+            BatchIds(decoded.request_id, *ids),
+            replace_webhook=replace_webhook,
+            default_dispatch=default_dispatch,
+        )
+    if isinstance(planned, list):
+        return Reject("invalid_request", planned, dead_letter=False)
+    return planned
 
 
 def _cancel_action(body: dict[str, Any]) -> Cancel | Reject:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 from aio_pika.abc import (
@@ -21,6 +23,7 @@ from consumers.actions import (
     Accept,
     Actions,
     Item,
+    StopBatches,
     StopCanceled,
     delivery_of,
 )
@@ -34,6 +37,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
+INLINE_PLAN_BYTES = 64 * 1024
 
 
 class RequestConsumer:
@@ -47,6 +51,8 @@ class RequestConsumer:
         *,
         accept: Accept | None = None,
         stop_canceled: StopCanceled | None = None,
+        stop_batches: StopBatches | None = None,
+        wake: Callable[[], None] | None = None,
         clock: Clock = utcnow,
         batch_max: int = 128,
         batch_window_s: float = 0.005,
@@ -58,6 +64,8 @@ class RequestConsumer:
         self.clock = clock
         self._accept = accept
         self._stop_canceled = stop_canceled
+        self._stop_batches = stop_batches
+        self._wake = wake
         self.actions: Actions | None = None  # made at start, with the dead-letter exchange
         self.batch_max = max(1, min(batch_max, settings.prefetch))
         self.batch_window_s = batch_window_s
@@ -111,6 +119,8 @@ class RequestConsumer:
             delivery_limit=self.settings.delivery_limit,
             accept=self._accept,
             stop_canceled=self._stop_canceled,
+            stop_batches=self._stop_batches,
+            wake=self._wake,
         )
         self._worker = asyncio.create_task(self._run(), name="request-consumer")
         await self._consume()
@@ -216,12 +226,18 @@ class RequestConsumer:
 
     async def _add(self, batch: list[Item], message: AbstractIncomingMessage) -> None:
         delivery = delivery_of(message)
+        planner = functools.partial(
+            plan,
+            delivery,
+            self.settings.max_body_bytes,
+            replace_webhook=self.settings.webhook_url is not None,
+            default_dispatch=self.settings.batch_dispatch,
+        )
         try:
-            decided = plan(
-                delivery,
-                self.settings.max_body_bytes,
-                replace_webhook=self.settings.webhook_url is not None,
-            )
+            # A big batch takes a while to validate: off the loop, so webhooks, dials and
+            # events go on meanwhile.
+            big = len(delivery.body) > INLINE_PLAN_BYTES
+            decided = await asyncio.to_thread(planner) if big else planner()
         except Exception as exc:  # a bug of ours on this input: keep it, reason attached
             log.exception("request_plan_failed", message_id=delivery.message_id)
             decided = unprocessable(delivery, exc)

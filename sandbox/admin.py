@@ -49,6 +49,7 @@ async def counts(request: Request) -> Response:
     body["max_active"] = simulator.slots.max_active
     body["posts_in_flight"] = simulator.posts_in_flight
     body["live_calls"] = simulator.live_calls
+    body["max_live_calls"] = simulator.max_live_calls
     body["pending_webhooks"] = simulator.pending_webhooks
     return JSONResponse(body)
 
@@ -82,7 +83,7 @@ async def put_faults(request: Request) -> Response:
     if not isinstance(body, dict):
         return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
     try:
-        simulator.faults = updated(simulator.faults, body)
+        simulator.change_faults(updated(simulator.faults, body))
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse(simulator.faults.as_dict())

@@ -50,6 +50,8 @@ class Simulator:
     _background: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
     _stopping: set[str] = field(init=False, default_factory=set)
     posts_in_flight: int = field(init=False, default=0)  # POST /v1/calls not answered yet
+    max_live_calls: int = field(init=False, default=0)  # high-water mark of live_calls
+    _faults_changed: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.clock = Clock(self.config.clock_speed)
@@ -66,7 +68,18 @@ class Simulator:
         self.fault_rng = random.Random(None if seed is None else seed + 1)
         self.store = Store()
         self.slots = Slots(self.config.plan.max_concurrent)
+        self.max_live_calls = 0
         self.sender.log = []
+
+    def change_faults(self, faults: Faults) -> None:
+        """New fault knobs; requests waiting out a latency look at them again."""
+        self.faults = faults
+        self._faults_changed.set()
+        self._faults_changed = asyncio.Event()
+
+    async def faults_change(self) -> None:
+        """Return when the fault knobs change next."""
+        await self._faults_changed.wait()
 
     @property
     def live_calls(self) -> int:
@@ -87,7 +100,7 @@ class Simulator:
         self._tasks.clear()
         self._background.clear()
         self._stopping.clear()
-        self.faults = self.config.faults
+        self.change_faults(self.config.faults)
         self.shares = self.config.shares
         self._fresh()
 
@@ -134,6 +147,7 @@ class Simulator:
         while self.store.created_times and now - self.store.created_times[0] >= plans.DAY:
             self.store.created_times.popleft()
         self._tasks[call.call_id] = asyncio.create_task(self._run(call))
+        self.max_live_calls = max(self.max_live_calls, self.live_calls)
         return call
 
     async def _run(self, call: SimCall) -> None:

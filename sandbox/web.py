@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -88,10 +89,13 @@ async def checked_body(request: Request, check: Callable[..., T]) -> tuple[dict[
 
 
 async def added_latency(request: Request) -> None:
-    """Sleep for the configured latency."""
-    latency_ms = sim(request).faults.latency_ms
-    if latency_ms > 0:
-        await asyncio.sleep(latency_ms / 1000.0)
+    """Sleep for the configured latency; lowering the knob meanwhile shortens the wait."""
+    simulator = sim(request)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while (left_s := simulator.faults.latency_ms / 1000.0 - (loop.time() - started)) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(simulator.faults_change(), left_s)
 
 
 def create_fault(request: Request) -> str | None:

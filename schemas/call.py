@@ -114,13 +114,20 @@ class _Open(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
 
+def _bool_text(value: object) -> object:
+    """Bland's own examples write these flags as "true"/"false": read those as booleans."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
 class PronunciationItem(_Strict):
     """How the agent says one word."""
 
     word: str
     pronunciation: str
-    case_sensitive: bool = False
-    spaced: bool = True
+    case_sensitive: Annotated[bool, BeforeValidator(_bool_text)] = False
+    spaced: Annotated[bool, BeforeValidator(_bool_text)] = True
 
 
 class VoicemailSms(_Strict):

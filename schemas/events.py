@@ -37,6 +37,9 @@ class Event(BaseModel):
     batch_request_id: str | None = Field(
         None, description="The batch request this call belongs to."
     )
+    recipient_index: int | None = Field(
+        None, ge=0, description="The recipient's index in its batch request (from 0)."
+    )
     phone_number: str | None = Field(None, description="E.164 number called (business data, full).")
     duplicate: bool = Field(False, description="True when re-announced for a duplicate request.")
 
@@ -173,7 +176,12 @@ class BatchAccepted(Event):
     """A batch request is in the ledger, one row per recipient."""
 
     event_type: ClassVar[str] = "batch.accepted"
-    recipients: int = Field(ge=0)
+    recipients: int = Field(ge=0, description="Recipients taken (test_mode: the first only).")
+    rejected: int = Field(0, ge=0, description="Of which rejected (a call.rejected each).")
+    dispatch: Literal["expand", "bland"] = Field(
+        "expand", description="expand: one POST /v1/calls each; bland: Bland's batches."
+    )
+    test_mode: bool = False
 
 
 class BatchRejected(Event):
@@ -185,19 +193,25 @@ class BatchRejected(Event):
 
 
 class BatchQueued(Event):
-    """Bland accepted the batch."""
+    """Bland accepted a batch request holding some of the recipients (`bland` dispatch)."""
 
     event_type: ClassVar[str] = "batch.queued"
     batch_id: str
+    recipients: int = Field(0, ge=0, description="Recipients in this Bland batch.")
 
 
 class BatchCompleted(Event):
     """Every recipient of the batch has its outcome."""
 
     event_type: ClassVar[str] = "batch.completed"
-    calls_total: int = Field(ge=0)
-    calls_successful: int = Field(ge=0)
-    calls_failed: int = Field(ge=0)
+    calls_total: int = Field(ge=0, description="Every recipient; the sum of the counts below.")
+    calls_successful: int = Field(ge=0, description="call.completed (the call took place).")
+    calls_failed: int = Field(ge=0, description="call.failed or call.unresolved.")
+    calls_rejected: int = Field(0, ge=0, description="call.rejected (invalid recipient).")
+    calls_canceled: int = Field(0, ge=0, description="call.canceled (batch.cancel, call.cancel).")
+    calls_suppressed: int = Field(0, ge=0, description="call.suppressed (compliance).")
+    calls_expired: int = Field(0, ge=0, description="call.expired.")
+    canceled: bool = Field(False, description="A batch.cancel was received for the batch.")
 
 
 class BatchFailed(Event):

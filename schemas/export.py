@@ -15,6 +15,7 @@ from schemas.batch import BatchV2Request, LegacyBatchRequest
 from schemas.call import CallRequest
 from schemas.envelope import CancelRequest, DialerOptions, DncRequest
 from schemas.events import EVENT_TYPES, Event
+from schemas.recipients import BatchOptions
 
 ASYNCAPI_VERSION = "3.0.0"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -33,13 +34,13 @@ class CallCreate(CallRequest):
 class BatchCreateLegacy(LegacyBatchRequest):
     """`batch.create`, legacy shape, plus the optional `dialer` object (applies to each call)."""
 
-    dialer: DialerOptions | None = Field(None, description="This service's options.")
+    dialer: BatchOptions | None = Field(None, description="This service's options.")
 
 
 class BatchCreateV2(BatchV2Request):
     """`batch.create`, v2 shape, plus the optional `dialer` object (applies to each call)."""
 
-    dialer: DialerOptions | None = Field(None, description="This service's options.")
+    dialer: BatchOptions | None = Field(None, description="This service's options.")
 
 
 # (file stem, routing key, model, summary) of every request the service consumes.

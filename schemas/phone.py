@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -59,6 +60,7 @@ def normalize_phone(value: object, field: str = "phone_number") -> str:
     return e164
 
 
+@functools.lru_cache(maxsize=16_384)  # a batch's shared `from` is parsed once, not per recipient
 def _to_e164(text: str, digits: str) -> str | None:
     """Parse with the country code given, else as a 10-digit US number; None when not possible."""
     if text.startswith("+"):

@@ -124,7 +124,7 @@ class App:
             await self._retry("database", lambda: upgrade(self.settings))
         await self._retry("database", p.ledger.ping)
         await self._retry("broker", lambda: self._start_part("relay", p.relay))
-        for worker in (p.dispatcher, p.poller, p.reconciler, p.retention):
+        for worker in (p.dispatcher, p.poller, p.reconciler, p.retention, p.batches):
             await worker.start()
         self._workers_started = True
         await self._retry("broker", lambda: self._start_part("consumer", p.consumer))
@@ -188,6 +188,7 @@ class App:
                 p.poller.stop(left(0.5)),
                 p.reconciler.stop(left(0.5)),
                 p.retention.stop(left(0.5)),
+                p.batches.stop(left(0.5)),
             )
         # HTTP before the last flush: a webhook taken after it would leave an event unsent
         # until the next start (Bland retries refused webhooks; the poller covers the rest).

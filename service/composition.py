@@ -24,6 +24,7 @@ from service.ledger import Ledger
 from service.ledger.retention import Retention
 from service.logs import mask_text
 from service.metrics import Metrics
+from service.outcomes.batches import BatchRounds
 from service.outcomes.poller import OutcomePoller
 from service.outcomes.reconciler import Reconciler
 from service.outcomes.stops import CallStops
@@ -45,6 +46,7 @@ class Parts:
     poller: OutcomePoller
     reconciler: Reconciler
     retention: Retention
+    batches: BatchRounds
     webhooks: WebhookIntake
     relay: OutboxRelay
     consumer: RequestConsumer
@@ -75,10 +77,6 @@ async def assemble(
     metrics = Metrics(registry)
     bland = BlandClient(settings, metrics, transport=bland_transport)
     stops = CallStops(ledger, bland, metrics, clock=clock)
-
-    webhooks = WebhookIntake(
-        settings, ledger, metrics, clock=clock, forward_transport=forward_transport
-    )
     relay = OutboxRelay(settings, ledger, metrics, clock=clock)
     dispatcher = Dispatcher(
         settings,
@@ -89,12 +87,23 @@ async def assemble(
         stop_canceled=stops.stop,
         on_events=relay.wake,
     )
+    webhooks = WebhookIntake(
+        settings,
+        ledger,
+        metrics,
+        clock=clock,
+        forward_transport=forward_transport,
+        on_settled=dispatcher.wake,
+    )
+    batches = BatchRounds(settings, ledger, bland, metrics, clock=clock)
     consumer = RequestConsumer(
         settings,
         ledger,
         metrics,
         accept=dispatcher.accept,
         stop_canceled=stops.stop,
+        wake=dispatcher.wake,
+        stop_batches=batches.stop_bland,
         clock=clock,
     )
     health = Health(ledger, consumer, relay)
@@ -109,6 +118,7 @@ async def assemble(
         poller=OutcomePoller(settings, ledger, bland, metrics, clock=clock),
         reconciler=Reconciler(settings, ledger, bland, metrics, stops=stops, clock=clock),
         retention=Retention(settings, ledger, metrics, clock=clock),
+        batches=batches,
         webhooks=webhooks,
         relay=relay,
         consumer=consumer,

@@ -143,7 +143,7 @@ def create_app(parts: HttpParts) -> Starlette:
 
 
 async def _batch_status(request: Request, parts: HttpParts) -> Response:
-    """Batch status: verified when signed, logged; batches are not dispatched yet."""
+    """Batch status: verified when signed, logged (outcomes come from each call's webhook and polls)."""
     try:
         raw = await read_capped(request, WEBHOOK_MAX_BYTES)
     except BodyTooLargeError:
@@ -168,4 +168,14 @@ async def _batch_status(request: Request, parts: HttpParts) -> Response:
         status=fields.get("status"),
     )
     parts.metrics.webhooks.labels("batch_status").inc()
+    batch_id = fields.get("batch_id")
+    # Only a verified webhook may fail recipients; a lost one is made up by the batch rounds.
+    signed = signature is not None and secret is not None
+    if fields.get("status") == "failed" and signed and isinstance(batch_id, str):
+        reason = str(fields.get("reason") or fields.get("message") or "Bland's batch failed")
+        code = fields.get("code")
+        await parts.ledger.fail_handoffs(
+            batch_id, code=code if isinstance(code, str) else None, reason=reason,
+            now=datetime.now(UTC),
+        )  # fmt: skip
     return JSONResponse({"result": "accepted"})

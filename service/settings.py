@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     # Consumer
     prefetch: int = Field(64, ge=1, le=10_000)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     delivery_limit: int = Field(5, ge=1, le=1000)
 
     # Admission (the first, simple limits; the limits issue extends these)
@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     max_unknown_redials: int = Field(1, ge=0, le=5)
     stale_claim_margin_s: float = Field(30.0, ge=0)
     publisher_webhook_timeout_s: float = Field(5.0, gt=0)
+
+    # Batches
+    batch_dispatch: Literal["expand", "bland"] = "expand"
+    batch_settle_interval_s: float = Field(1.0, gt=0)
+    bland_batch_chunk: int = Field(500, ge=1, le=10_000)
+    bland_batches_api: Literal["v2", "v1"] = "v2"
+    batch_poll_interval_s: float = Field(5.0, gt=0)
+    coalesce_window_s: float = Field(0.0, ge=0, le=60)
 
     # Outbox relay
     outbox_batch_size: int = Field(256, ge=1, le=10_000)
@@ -285,7 +293,13 @@ _DESCRIPTIONS: dict[str, str] = {
     "http_host": "HTTP listen address (health, metrics, webhooks).",
     "http_port": "HTTP listen port.",
     "prefetch": "Unacked deliveries per consumer; requests are acked right after the ledger commit.",
-    "max_body_bytes": "Larger request bodies are dead-lettered unread.",
+    "max_body_bytes": "Larger request bodies are dead-lettered unread (`too_large`). 4 MiB holds a `batch.create` of well over 10,000 recipients of the seed's shape (about 100 bytes each); split larger batches.",
+    "batch_dispatch": "How batch recipients are dialed unless the batch's `dialer.dispatch` says: `expand` (one `POST /v1/calls` each, under the service's limits) or `bland` (Bland's `POST /v2/batches/create`, chunked).",
+    "bland_batch_chunk": "`bland` dispatch: most call objects in one `POST /v2/batches/create` (a claim round holds at most DIALER_DISPATCH_BATCH_SIZE recipients: raise both for big batches).",
+    "bland_batches_api": "`bland` dispatch: `v2` (`POST /v2/batches/create`) or `v1`, the legacy `POST /v1/batches` for accounts that still use it (calls sharing all fields but number and task go together; their calls are matched back by number, their outcomes come from polls).",
+    "batch_poll_interval_s": "`bland` dispatch: how often `GET /v1/calls?batch_id=` is asked for the calls of Bland batches whose recipients have no call id yet (lost webhooks); one not reported within DIALER_RECONCILE_GRACE_S is an unknown outcome, reconciled like a single call.",
+    "coalesce_window_s": "Beyond Bland: single `call.create` requests claimed within this many seconds of each other go out together as one `POST /v2/batches/create` (what they share in `global`), cutting API requests; each call waits up to the window. 0 = off (each call its own `POST /v1/calls`).",
+    "batch_settle_interval_s": "How often open batches are checked for completion (`batch.completed` once every recipient is final).",
     "delivery_limit": "Quorum-queue delivery limit before a poison message is dead-lettered.",
     "max_concurrent_calls": "Calls dialing or live at once, across all replicas.",
     "max_calls_per_second": "Dials started per second, across all replicas.",

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from service.bland.batches import classify_batch_create, classify_legacy_batch_create
 from service.bland.classify import (
     classify_create,
     classify_read,
@@ -82,6 +83,43 @@ class BlandClient:
                 f"no complete answer within {self._create_deadline_s:g} s"
             ) from exc
         return classify_create(response.status_code, _json(response))
+
+    async def create_batch(self, body: Mapping[str, Any], *, legacy: bool = False) -> str:
+        """POST /v2/batches/create (legacy: /v1/batches); Bland's batch id, or a DialerError
+        as for create_call."""
+        path = "/v1/batches" if legacy else "/v2/batches/create"
+        try:
+            async with asyncio.timeout(self._create_deadline_s):
+                response = await self._send("create_batch", "POST", path, json=dict(body))
+        except httpx.HTTPError as exc:
+            raise classify_transport(exc) from exc
+        except TimeoutError as exc:
+            raise UnknownOutcomeError(
+                f"no complete answer within {self._create_deadline_s:g} s"
+            ) from exc
+        classify = classify_legacy_batch_create if legacy else classify_batch_create
+        return classify(response.status_code, _json(response))
+
+    async def list_batch_calls(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """GET /v1/calls?batch_id=: the calls Bland placed for one of its batches."""
+        params: dict[str, str | int] = {"batch_id": batch_id, "limit": limit}
+        response = await self._read("list_calls", "GET", "/v1/calls", params=params)
+        payload = _json(response)
+        classify_read(response.status_code, payload)
+        calls = payload.get("calls") if isinstance(payload, dict) else None
+        if not isinstance(calls, list):
+            raise TransientError("call list without `calls`")
+        return [c for c in calls if isinstance(c, dict)]
+
+    async def stop_batch(self, batch_id: str) -> bool:
+        """POST /v2/batches/{id}/stop (legacy ids: /v1/batches/{id}/stop); False when unknown."""
+        legacy = batch_id.endswith("-gen-batch")
+        path = f"/v1/batches/{batch_id}/stop" if legacy else f"/v2/batches/{batch_id}/stop"
+        response = await self._read("stop_batch", "POST", path)
+        if response.status_code in (400, 404):
+            return False
+        classify_read(response.status_code, _json(response))
+        return True
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """GET /v1/calls/{id}; None when Bland does not know the id (404)."""

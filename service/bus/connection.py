@@ -64,9 +64,13 @@ async def connect(
     A connect that is cancelled or fails closes what it started: aio-pika's reconnection
     task would otherwise outlive it and keep dialing the broker.
     """
+    target = with_heartbeat(url or settings.amqp_url.get_secret_value(), settings.amqp_heartbeat_s)
+    # The name in the URL too: aio-pika's reconnect warnings show the URL, so each
+    # connection's retries are told apart (one line per connection and attempt).
+    if "name" not in target.query:
+        target = target.update_query(name=f"{APP_ID}/{name}")
     connection = aio_pika.RobustConnection(
-        with_heartbeat(url or settings.amqp_url.get_secret_value(), settings.amqp_heartbeat_s),
-        client_properties={"connection_name": f"{APP_ID}/{name}"},
+        target, client_properties={"connection_name": f"{APP_ID}/{name}"}
     )
     try:
         await connection.connect()

@@ -21,13 +21,15 @@ EPILOG = """\
 exit codes: 0 ok, 1 failure (e.g. invalid rows), 2 configuration error (a bad DIALER_*
 variable or option, named in one line), 3 the broker or the database cannot be reached,
 130 interrupted.
-example: dialer sandbox --webhook-secret s & dialer serve & dialer publish calls.csv"""
+try it: `make demo`, or the README's "A local run in five minutes" (sandbox, serve, events,
+publish, status)."""
 
 # name -> (module, help). Each module exposes add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (
         "service.commands.serve",
-        "run the service: consumers, dispatcher, outcomes, relay, HTTP",
+        "run the service: take call requests from RabbitMQ, place the calls, publish their "
+        "outcomes (HTTP: health, metrics, Bland's webhooks)",
     ),
     "sandbox": ("sandbox.cli", "run the Bland API simulator"),
     "demo": ("service.commands.demo", "run the sandbox and the service together on sample calls"),

@@ -1,8 +1,8 @@
 """`dialer dead-letters list|replay|purge`: what could not be processed, sent back or dropped.
 
-Every action reads only the messages waiting when it starts (a replayed message that dies
-again is not seen twice) and selects them by `--id` and `--reason`; messages not selected are
-held unacked and go back to the queue, in order, when the connection closes.
+Every action reads the queue to its end, selects by `--id` and `--reason`, and holds the
+messages it does not take unacked: they go back to the queue, in order, when it is done. A
+replayed message that dies again while replay runs is not replayed twice.
 """
 
 from __future__ import annotations
@@ -46,29 +46,58 @@ class Selection:
         return self.message_id is None or self.message_id in (item.message_id, item.request_id)
 
 
-Action = Callable[[AbstractIncomingMessage, DeadLetter, Topology], Awaitable[None]]
+# What an action does with one selected dead letter; True when it took it off the queue.
+Action = Callable[[AbstractIncomingMessage, DeadLetter, Topology], Awaitable[bool]]
+SCAN_MAX = 100_000  # a queue that fills faster than it is read still ends the scan
+RETURN_WAIT_S = 10.0
 
 
-async def each_selected(settings: Settings, selection: Selection, act: Action) -> int:
-    """Apply `act` to every selected dead letter waiting now; return how many."""
+async def each_selected(
+    settings: Settings,
+    selection: Selection,
+    act: Action,
+    *,
+    skip: Callable[[DeadLetter], bool] | None = None,
+) -> int:
+    """Apply `act` to every selected dead letter; return how many were selected.
+
+    Messages are read until the queue has no ready one left; each is held unacked until the
+    connection closes (so none is read twice), and those not taken go back in order. The
+    command ends only once the broker shows them back in the queue (a quorum queue returns
+    them asynchronously), so a command right after sees them.
+    """
     connection = await cli_connect(settings)
-    done = 0
+    done = held = 0
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = await declare(channel, settings)
-        waiting = int(topology.dead_queue.declaration_result.message_count or 0)
-        for _ in range(waiting):
+        for _ in range(SCAN_MAX):
             if selection.limit is not None and done >= selection.limit:
                 break
             message = await topology.dead_queue.get(no_ack=False, fail=False)
             if message is None:
                 break
             item = describe(message)
-            if selection.matches(item):
-                await act(message, item, topology)
+            if selection.matches(item) and not (skip is not None and skip(item)):
                 done += 1
-    # Closing the connection returns every message held unacked to the queue, in order.
+                if await act(message, item, topology):
+                    continue
+            held += 1
+    if held:
+        await _until_returned(settings, held)
     return done
+
+
+async def _until_returned(settings: Settings, held: int) -> None:
+    """Wait (bounded) until the dead-letter queue shows at least the messages we held."""
+    connection = await cli_connect(settings)
+    async with connection:
+        channel = await connection.channel()
+        for _ in range(int(RETURN_WAIT_S / 0.05)):
+            queue = await channel.declare_queue(Names(settings.prefix).dead, passive=True)
+            if int(queue.declaration_result.message_count or 0) >= held:
+                return
+            await asyncio.sleep(0.05)
 
 
 def dead_letter_line(number: int, item: DeadLetter) -> str:
@@ -97,10 +126,11 @@ async def list_dead(
     )
     count = 0
 
-    async def show(_message: AbstractIncomingMessage, item: DeadLetter, _t: Topology) -> None:
+    async def show(_message: AbstractIncomingMessage, item: DeadLetter, _t: Topology) -> bool:
         nonlocal count
         count += 1
         out.write((json.dumps(asdict(item)) if as_json else dead_letter_line(count, item)) + "\n")
+        return False  # listing takes nothing
 
     await each_selected(settings, chosen, show)
     return count
@@ -122,7 +152,9 @@ async def replay(
     old one is already recorded (as rejected, for a request that was invalid).
     """
 
-    async def send(message: AbstractIncomingMessage, item: DeadLetter, t: Topology) -> None:
+    sent: set[tuple[str | None, int]] = set()
+
+    async def send(message: AbstractIncomingMessage, item: DeadLetter, t: Topology) -> bool:
         copy = replay_message(message)
         if body is not None:
             copy = fixed_copy(
@@ -130,10 +162,16 @@ async def replay(
             )
         await t.requests_exchange.publish(copy, routing_key=original_routing_key(message))
         await message.ack()
+        sent.add((copy.message_id, item.replays + 1))
         out.write(f"replayed id={copy.message_id} routing_key={original_routing_key(message)}\n")
+        return True
+
+    # A replayed message that dies again while this runs is not replayed a second time.
+    def again(item: DeadLetter) -> bool:
+        return (item.message_id, item.replays) in sent
 
     selection = Selection(message_id=message_id, reason=reason, limit=limit)
-    replayed = await each_selected(settings, selection, send)
+    replayed = await each_selected(settings, selection, send, skip=again)
     out.write(f"replayed {replayed} to {Names(settings.prefix).requests}\n")
     return replayed
 
@@ -156,9 +194,10 @@ def fixed_copy(message: aio_pika.Message, body: bytes, message_id: str) -> aio_p
 async def purge(settings: Settings, selection: Selection, out: TextIO) -> int:
     """Delete selected dead letters (acked, gone); print one line each and a total."""
 
-    async def drop(message: AbstractIncomingMessage, item: DeadLetter, _t: Topology) -> None:
+    async def drop(message: AbstractIncomingMessage, item: DeadLetter, _t: Topology) -> bool:
         await message.ack()
         out.write(f"purged id={item.message_id or '-'} reason={item.reason}\n")
+        return True
 
     purged = await each_selected(settings, selection, drop)
     out.write(f"purged {purged} from {Names(settings.prefix).dead}\n")

@@ -152,6 +152,7 @@ def demo_settings(
         max_calls_per_second=500.0,
         # The sandbox calls nobody: the demo runs at any hour (the service's default is 08-21).
         calling_window="00:00-24:00",
+        region_rules={},
         dispatch_idle_s=0.05,
         outcome_overdue_s=5.0,
         outcome_poll_every_s=2.0,
@@ -171,8 +172,9 @@ def conditions_line(settings: Settings, clock_speed: float, plan: str) -> str:
         f"demo: limits {settings.max_concurrent_calls} calls at once "
         f"(DIALER_MAX_CONCURRENT_CALLS; default {defaults['max_concurrent_calls'].default}) and "
         f"{settings.max_calls_per_second:g} dials/s (DIALER_MAX_CALLS_PER_SECOND; default "
-        f"{defaults['max_calls_per_second'].default:g}); sandbox plan {plan}, clock x{clock_speed:g} "
-        f"(a 2-minute call lasts {120 / clock_speed:.2g} s)"
+        f"{defaults['max_calls_per_second'].default:g}), calling window {settings.calling_window} "
+        f"(DIALER_CALLING_WINDOW; default {defaults['calling_window'].default}); sandbox plan "
+        f"{plan}, clock x{clock_speed:g} (a 2-minute call lasts {120 / clock_speed:.2g} s)"
     )
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
-from service.errors import StoreUnavailableError
+from service.errors import ServiceUnreachableError, StoreUnavailableError
 from service.ledger.migrate import current_revision, upgrade
-from service.logs import configure_logging
+from service.logs import configure_logging, mask_text
 from service.settings import load_settings
 
 
@@ -31,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
             print(asyncio.run(current_revision(settings)) or "empty")
             return 0
         revision = asyncio.run(upgrade(settings, args.revision))
-    except StoreUnavailableError as exc:
-        print(f"dialer migrate: {exc}", file=sys.stderr)
-        return 1
+    except StoreUnavailableError as exc:  # exit 3: the database does not answer
+        raise ServiceUnreachableError(f"DIALER_DATABASE_URL: {mask_text(str(exc))}") from exc
     print(f"ledger schema at revision {revision}")
     return 0

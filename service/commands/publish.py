@@ -24,6 +24,7 @@ import aio_pika
 from schemas.envelope import REQUEST_KINDS, content_request_id, is_valid_request_id
 from service.bus.connection import BROKER_ERRORS, Names, cli_connect, cli_settings
 from service.bus.topology import declare
+from service.commands.batch_publish import batch_arguments, run_batch
 from service.commands.rows import (
     HeaderError,
     Row,
@@ -306,6 +307,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "read from the header. Every row is checked before anything is sent: an invalid row is "
         "reported with its line and, unless --skip-invalid, nothing is published (exit 1)."
     )
+    batch_arguments(parser)
 
 
 def report_problems(name: str, parsed: Parsed, out: TextIO) -> None:
@@ -317,6 +319,8 @@ def report_problems(name: str, parsed: Parsed, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     """Parse and check every row, then publish (or not), report."""
     settings = cli_settings(args)
+    if args.batch:
+        return run_batch(args, settings)
     if args.kind not in REQUEST_KINDS:
         print(f"dialer publish: --kind must be one of {', '.join(REQUEST_KINDS)}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Regenerate the README's contract and configuration sections from the code (`make readme`)."""
+"""Regenerate the generated documentation from the code (`make readme`): the README's metrics
+and configuration tables, and the contract in docs/contract.md."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from schemas.export import contract_markdown
 from service.metrics import Metrics
 from service.settings import settings_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+CONTRACT = ROOT / "docs" / "contract.md"
 
 
 def _replace(text: str, name: str, body: str) -> str:
@@ -40,21 +43,30 @@ def metrics_markdown() -> str:
 
 def render(text: str) -> str:
     """The README text with its generated sections brought up to date."""
-    text = _replace(text, "contract", contract_markdown())
     text = _replace(text, "metrics", metrics_markdown())
     return _replace(text, "settings", settings_markdown())
 
 
+def render_contract(text: str) -> str:
+    """docs/contract.md with its generated section brought up to date."""
+    return _replace(text, "contract", contract_markdown())
+
+
 def main() -> int:
-    """Rewrite README.md in place; exit 1 with --check when it is out of date."""
-    current = README.read_text(encoding="utf-8")
-    wanted = render(current)
-    if "--check" in sys.argv[1:]:
-        if wanted != current:
-            print("README.md is out of date: run `make readme`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted, encoding="utf-8")
+    """Rewrite README.md and docs/contract.md in place; with --check, exit 1 when either is
+    out of date."""
+    stale = []
+    for path, render_file in ((README, render), (CONTRACT, render_contract)):
+        current = path.read_text(encoding="utf-8")
+        wanted = render_file(current)
+        if wanted == current:
+            continue
+        stale.append(path.relative_to(ROOT).as_posix())
+        if "--check" not in sys.argv[1:]:
+            path.write_text(wanted, encoding="utf-8")
+    if stale and "--check" in sys.argv[1:]:
+        print(f"{', '.join(stale)} out of date: run `make readme`", file=sys.stderr)
+        return 1
     return 0
 
 

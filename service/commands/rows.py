@@ -96,12 +96,21 @@ def csv_records(text: str, *, required: str = "phone_number", multiline: bool = 
         except StopIteration:
             return rows
         except csv.Error as exc:
-            rows.append(Row(start, problem=f"malformed CSV ({exc}): an unclosed quote?"))
+            last = max(start, len(text.splitlines()))
+            rows.append(Row(start, problem=_unreadable(start, last, exc)))
             return rows
         end, previous_end = reader.line_num, reader.line_num
         if not any(cell.strip() for cell in cells):
             continue
         rows.append(_record(columns, cells, start, end, multiline))
+
+
+def _unreadable(start: int, last: int, exc: csv.Error) -> str:
+    """What a reader error means for the rows: most often a quote left open."""
+    if "unexpected end of data" in str(exc):
+        span = f"line {start}" if last == start else f"lines {start}-{last}"
+        return f"a quote opened on this line is never closed: {span} cannot be read as rows"
+    return f"malformed CSV ({exc})"
 
 
 def _header(reader: Any, required: str) -> list[str]:

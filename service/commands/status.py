@@ -63,10 +63,16 @@ async def read_overview(settings: Settings) -> Overview:
         await reader.close()
 
 
+def _cap(value: int) -> str:
+    return str(value) if value else "none"
+
+
 def report_text(settings: Settings, view: Overview, queues: list[QueueDepth]) -> str:
     """The human-readable report."""
     states = view.by_state
-    active = "  ".join(f"{s} {states[s]}" for s in ACTIVE_STATES)
+    active = "  ".join(f"{s} {states[s]}" for s in ACTIVE_STATES).replace(
+        f"pending {states['pending']}", f"pending {states['pending']} ({view.due} due now)", 1
+    )
     finished = "  ".join(f"{s} {n}" for s, n in states.items() if s not in ACTIVE_STATES and n)
     oldest = f", oldest {view.outbox_lag_s:.1f} s old" if view.outbox_pending else ""
     lines = [
@@ -78,6 +84,10 @@ def report_text(settings: Settings, view: Overview, queues: list[QueueDepth]) ->
         f"dials         {view.dials_last_s} in the last second (limit "
         f"{settings.max_calls_per_second:g}/s, DIALER_MAX_CALLS_PER_SECOND), "
         f"{view.dials_last_min} in the last minute",
+        f"              {view.dials_last_hour} in the last hour "
+        f"(cap {_cap(settings.max_calls_per_hour)}, DIALER_MAX_CALLS_PER_HOUR), "
+        f"{view.dials_last_day} in the last day "
+        f"(cap {_cap(settings.max_calls_per_day)}, DIALER_MAX_CALLS_PER_DAY)",
         f"outbox        {view.outbox_pending} event(s) not yet confirmed by the broker{oldest}",
     ]
     for queue in queues:
@@ -104,10 +114,15 @@ def report_json(settings: Settings, view: Overview, queues: list[QueueDepth]) ->
         "at": view.now.isoformat(),
         "prefix": settings.prefix,
         "backlog": view.by_state,
+        "due": view.due,
         "active_calls": view.active_slots,
         "max_concurrent_calls": settings.max_concurrent_calls,
         "dials_last_s": view.dials_last_s,
         "dials_last_min": view.dials_last_min,
+        "dials_last_hour": view.dials_last_hour,
+        "dials_last_day": view.dials_last_day,
+        "max_calls_per_hour": settings.max_calls_per_hour,
+        "max_calls_per_day": settings.max_calls_per_day,
         "max_calls_per_second": settings.max_calls_per_second,
         "outbox_pending": view.outbox_pending,
         "outbox_lag_s": round(view.outbox_lag_s, 3),

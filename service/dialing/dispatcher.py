@@ -19,6 +19,7 @@ from service.bland.client import BlandClient
 from service.bland.metadata import with_request_id
 from service.clock import Clock, utcnow
 from service.dialing.admission import admit, settings_limits
+from service.dialing.batches import BatchSender, Coalescer
 from service.dialing.compliance import rules_from, screen_round
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.dialing.recorder import QueuedRecorder
@@ -35,6 +36,9 @@ log = structlog.get_logger(__name__)
 # Stops the call of a request canceled while its POST was in flight (the outcomes stage's).
 StopCanceled = Callable[[CallToStop], Awaitable[object]]
 ROUND_RETRY_MAX_S = 5.0
+# All slots taken: a settled webhook wakes this process at once, so rounds can be rare; a slot
+# freed otherwise (another replica's poll, a lease) is still found within this.
+FULL_IDLE_S = 0.5
 
 
 def default_owner() -> str:
@@ -95,9 +99,20 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self.rules = rules_from(settings)
         self.pace = 1.0  # the shared pace read in the last round (Bland's 429s lower it)
+        self._held_by: str | None = None  # the limit that held the last round back
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
         metrics.pace.set(1.0)
         metrics.rate_limit.set(settings.max_calls_per_second)
+        self.batches = BatchSender(
+            settings, ledger, bland, metrics, clock=clock,
+            body=lambda claim: call_body(claim, settings.webhook_url),
+            record_failure=self._record,
+        )  # fmt: skip
+        self.coalescer = (
+            Coalescer(settings.coalesce_window_s, self.batches.send, self._track)
+            if settings.coalesce_window_s > 0
+            else None
+        )
 
     def screen(
         self,
@@ -191,9 +206,15 @@ class Dispatcher:
             self.failures = 0
             self.rounds += 1
             if not full:
-                await self._idle(self.settings.dispatch_idle_s)
+                await self._idle(self._idle_s())
             elif claimed == 0:
                 await self._await_room()
+
+    def _idle_s(self) -> float:
+        """Rounds every dispatch_idle_s; rarer while every slot is taken (wakes come then)."""
+        if self._held_by == "concurrency":
+            return max(self.settings.dispatch_idle_s, FULL_IDLE_S)
+        return self.settings.dispatch_idle_s
 
     async def _idle(self, seconds: float) -> None:
         hold_s = self._hold_until - time.monotonic()
@@ -224,12 +245,11 @@ class Dispatcher:
         )
         self._observe(admission)
         self.submit(claims)
-        screened_out = len(admission.screened) > len(claims)
-        more = len(claims) == limit or screened_out
-        return len(claims), more and admission.limited_by is None
+        return len(claims), len(claims) == limit and admission.limited_by is None
 
     def _observe(self, admission: Admission) -> None:
         """Metrics of one round: the limit that held requests back, compliance, the pace."""
+        self._held_by = admission.limited_by
         # What /metrics reports as holding due work back.
         self.metrics.limited_by = admission.limited_by
         if admission.limited_by is not None:
@@ -248,11 +268,20 @@ class Dispatcher:
             self.metrics.rate_limit.set(self.settings.max_calls_per_second * self.pace)
 
     def submit(self, claims: Sequence[Claim]) -> None:
-        """Start the POSTs of claims."""
-        for claim in claims:
-            task = asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        """Start the POSTs of claims (recipients of `bland` dispatch: in Bland batches)."""
+        handed = [claim for claim in claims if claim.dispatch == "bland"]
+        if handed:
+            self._track(asyncio.create_task(self.batches.send(handed), name="bland-batch"))
+        singles = [claim for claim in claims if claim.dispatch != "bland"]
+        if self.coalescer is not None and singles:
+            self.coalescer.add(singles)
+            return
+        for claim in singles:
+            self._track(asyncio.create_task(self.dial(claim), name=f"dial-{claim.request_id}"))
+
+    def _track(self, task: asyncio.Task[DialResult]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def dial(self, claim: Claim) -> DialResult:
         """POST one claimed request and record the result; returns the `calls_dialed` label."""

@@ -29,6 +29,7 @@ def event_ids(row: Any, now: datetime, **extra: Any) -> dict[str, Any]:
         "call_id": row.call_id,
         "phone_number": row.phone_number,
         "batch_request_id": row.batch_request_id,
+        "recipient_index": getattr(row, "recipient_index", None),
         "occurred_at": now,
     }
     values.update(extra)
@@ -80,6 +81,8 @@ def claim_from_row(row: Any, attempt_id: int, now: datetime) -> Claim:
         started_at=now,
         batch_request_id=row.batch_request_id,
         options=DialerOptions.model_validate_json(row.options or "{}"),
+        recipient_index=getattr(row, "recipient_index", None),
+        dispatch=getattr(row, "dispatch", None),
     )
 
 

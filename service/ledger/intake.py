@@ -11,7 +11,6 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import (
-    BatchAccepted,
     BatchRejected,
     CallAccepted,
     CallCanceled,
@@ -33,35 +32,6 @@ class Intake(Fairness):
         if not calls:
             return []
         return await self._retrying(lambda conn: self._accept(conn, calls, now))
-
-    async def accept_batch(
-        self,
-        *,
-        batch_request_id: str,
-        correlation_id: str | None,
-        reply_to: str | None,
-        calls: Sequence[NewCall],
-        now: datetime,
-    ) -> list[Accepted]:
-        """accept_calls for the recipients of one batch request, plus its batch.accepted event.
-
-        A batch whose recipients are all known already is re-announced with duplicate=true.
-        """
-
-        async def accept(conn: AsyncConnection) -> list[Accepted]:
-            accepted = await self._accept(conn, calls, now)
-            ev = BatchAccepted(
-                request_id=batch_request_id,
-                correlation_id=correlation_id,
-                batch_request_id=batch_request_id,
-                occurred_at=now,
-                recipients=len(calls),
-                duplicate=bool(accepted) and all(a.duplicate for a in accepted),
-            )
-            await self._emit(conn, [(ev, correlation_id, reply_to)], now)
-            return accepted
-
-        return await self._retrying(accept)
 
     async def _accept(
         self, conn: AsyncConnection, calls: Sequence[NewCall], now: datetime
@@ -90,6 +60,7 @@ class Intake(Fairness):
                 correlation_id=call.correlation_id,
                 phone_number=call.phone_number,
                 batch_request_id=call.batch_request_id,
+                recipient_index=call.recipient_index,
                 occurred_at=now,
                 not_before=call.options.not_before,
                 expires_at=call.options.expires_at,
@@ -135,6 +106,8 @@ class Intake(Fairness):
             "attempts": 0,
             "transient_retries": 0,
             "batch_request_id": call.batch_request_id,
+            "recipient_index": call.recipient_index,
+            "dispatch": call.dispatch,
             "last_event_type": ev.event_type,
             "last_event": ev.model_dump_json(),
             "created_at": now,

@@ -32,9 +32,12 @@ class Overview:
 
     now: datetime
     by_state: dict[str, int]
+    due: int  # pending and due now (the rest of pending waits for a time: a window, a retry)
     active_slots: int
     dials_last_s: int
     dials_last_min: int
+    dials_last_hour: int
+    dials_last_day: int
     outbox_pending: int
     oldest_unsent_at: datetime | None
     recent_errors: list[RecentError]
@@ -59,6 +62,11 @@ class OverviewReader(LedgerBase):
                     select(requests.c.state, func.count()).group_by(requests.c.state)
                 )
             }
+            due = await conn.scalar(
+                select(func.count()).where(
+                    requests.c.state == State.PENDING.value, requests.c.not_before <= now
+                )
+            )
             active = await conn.scalar(
                 select(func.count()).select_from(slots).where(slots.c.lease_until > now)
             )
@@ -66,9 +74,10 @@ class OverviewReader(LedgerBase):
             last_s = await conn.scalar(
                 select(func.count()).where(started > now - timedelta(seconds=1))
             )
-            last_min = await conn.scalar(
-                select(func.count()).where(started > now - timedelta(minutes=1))
-            )
+            last_min, last_hour, last_day = [
+                int(await conn.scalar(select(func.count()).where(started > now - window)) or 0)
+                for window in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1))
+            ]
             unsent = outbox.c.sent_at.is_(None)
             pending = await conn.scalar(select(func.count()).select_from(outbox).where(unsent))
             oldest = await conn.scalar(select(func.min(outbox.c.created_at)).where(unsent))
@@ -88,9 +97,12 @@ class OverviewReader(LedgerBase):
         return Overview(
             now=now,
             by_state={s.value: by_state.get(s.value, 0) for s in State},
+            due=int(due or 0),
             active_slots=int(active or 0),
             dials_last_s=int(last_s or 0),
-            dials_last_min=int(last_min or 0),
+            dials_last_min=last_min,
+            dials_last_hour=last_hour,
+            dials_last_day=last_day,
             outbox_pending=int(pending or 0),
             oldest_unsent_at=oldest,
             recent_errors=recent,

@@ -22,6 +22,57 @@ class NewCall:
     options: DialerOptions
     publisher_webhook: str | None
     batch_request_id: str | None = None
+    recipient_index: int | None = None
+    dispatch: str | None = None  # "bland": sent in Bland's batches; else POST /v1/calls
+
+
+@dataclass(frozen=True)
+class RejectedRecipient:
+    """A recipient of a batch request that will not be dialed, and why."""
+
+    request_id: str
+    index: int
+    phone_number: str | None
+    errors: list[str]
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    """A batch request split into its recipients: calls to write and recipients rejected."""
+
+    batch_request_id: str
+    correlation_id: str | None
+    reply_to: str | None
+    shape: str  # legacy, v2
+    dispatch: str  # expand, bland
+    test_mode: bool
+    calls: list[NewCall]
+    rejected: list[RejectedRecipient]
+
+    @property
+    def size(self) -> int:
+        """Recipients taken, valid or not."""
+        return len(self.calls) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class BatchAcceptance:
+    """What accept_batch did: recipients written now, or the whole batch known already."""
+
+    duplicate: bool
+    recipients: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class BatchCancel:
+    """What cancel_batch did: pending recipients canceled, live calls to stop, Bland batches."""
+
+    found: bool
+    canceled: int = 0
+    to_stop: list[CallToStop] = field(default_factory=list)
+    bland_batch_ids: list[str] = field(default_factory=list)
+    batch_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +99,8 @@ class Claim:
     started_at: datetime
     batch_request_id: str | None = None
     options: DialerOptions = field(default_factory=DialerOptions)
+    recipient_index: int | None = None
+    dispatch: str | None = None
 
 
 @dataclass(frozen=True)

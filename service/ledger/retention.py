@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from service.clock import Clock, utcnow
 from service.ledger.base import LedgerBase
 from service.ledger.states import TERMINAL
-from service.ledger.tables import attempts, outbox, requests
+from service.ledger.tables import attempts, batches, outbox, requests
 from service.metrics import Metrics
 from service.periodic import Periodic
 from service.settings import Settings
@@ -65,6 +65,15 @@ class Purging(LedgerBase):
             sent_ids = list((await conn.execute(sent)).scalars())
             if sent_ids:
                 await conn.execute(delete(outbox).where(outbox.c.id.in_(sent_ids)))
+            # A completed batch request is forgotten with its recipients (same window).
+            done = (
+                select(batches.c.batch_request_id)
+                .where(batches.c.state == "completed", batches.c.updated_at < before)
+                .limit(limit)
+            )
+            batch_ids = list((await conn.execute(done)).scalars())
+            if batch_ids:
+                await conn.execute(delete(batches).where(batches.c.batch_request_id.in_(batch_ids)))
             return Purged(len(ids), len(sent_ids))
 
 

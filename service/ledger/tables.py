@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -104,6 +105,9 @@ requests = Table(
     # virtual time first within a priority.
     Column("fair_key", String(REQUEST_ID_LEN + 16)),
     Column("fair_vt", Float, nullable=False, server_default="0"),
+    # Batch recipients: the index in their batch request; `bland` when sent in Bland's batches.
+    Column("recipient_index", Integer),
+    Column("dispatch", String(8)),
     # NULLs are distinct in a unique index on both databases: unique where not null.
     Index("uq_requests_call_id", "call_id", unique=True),
     Index("ix_requests_expiry", "state", "expires_at"),
@@ -209,3 +213,24 @@ do_not_call = Table(
 )
 
 ADMISSION_ROW_ID = 1
+
+# One row per batch request; its recipients are `requests` rows with its batch_request_id.
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_request_id", String(REQUEST_ID_LEN), primary_key=True),
+    Column("state", String(16), nullable=False),  # open, completed
+    Column("shape", String(8), nullable=False),  # legacy, v2
+    Column("dispatch", String(8), nullable=False),  # expand, bland
+    Column("correlation_id", String(255)),
+    Column("reply_to", String(255)),
+    Column("recipients", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("test_mode", Boolean, nullable=False),
+    Column("bland_batch_ids", Text),  # JSON list, `bland` dispatch
+    Column("cancel_requested_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_batches_state", "state", "updated_at"),
+)

@@ -227,6 +227,11 @@ class Tracking(LedgerBase):
                 .where(
                     requests.c.state == State.DIALING,
                     or_(requests.c.attempt_started_at <= cutoff, requests.c.lease_until <= now),
+                    # Handed to Bland in one of its batches: looked after by the batch rounds.
+                    or_(
+                        requests.c.lease_owner.is_(None),
+                        ~requests.c.lease_owner.startswith("bland-batch:"),
+                    ),
                 )
                 .limit(CHUNK)
                 .with_for_update(skip_locked=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,8 +67,11 @@ class WebhookIntake:
         *,
         clock: Clock = utcnow,
         forward_transport: httpx.AsyncBaseTransport | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        # A settled call frees its concurrency slot: the dispatcher's wake, handed in.
+        self.on_settled = on_settled
         self.ledger = ledger
         self.metrics = metrics
         self.clock = clock
@@ -102,6 +106,8 @@ class WebhookIntake:
             log.warning("webhook_not_recorded", call_id=outcome.call_id, error=str(exc))
             return self._count(WebhookResult("unavailable", 503))
         result = self._result(outcome, recorded)
+        if recorded.changed and self.on_settled is not None:
+            self.on_settled()
         if recorded.changed and recorded.publisher_webhook:
             self._forwarder.start(recorded.publisher_webhook, raw_body, signature or "")
         return self._count(result)

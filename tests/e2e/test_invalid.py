@@ -31,7 +31,7 @@ INVALID: dict[str, bytes] = {
     "missing_phone": json.dumps({"task": "Say hello."}).encode(),
     "bad_phone": json.dumps(call_request("12345")).encode(),
     "unknown_field": json.dumps(call_request(NUMBER, favourite_colour="blue")).encode(),
-    "two_mib": json.dumps(call_request(NUMBER, task="x" * (2 * 1024 * 1024))).encode(),
+    "five_mib": json.dumps(call_request(NUMBER, task="x" * (5 * 1024 * 1024))).encode(),
 }
 
 
@@ -65,7 +65,7 @@ async def test_invalid_requests_dial_nobody_and_each_leaves_a_reason(
             assert rejected[request_id]["errors"], name
     assert rejected[ids["not_json"]]["reason"] == "invalid_json"
     assert rejected[ids["not_utf8"]]["reason"] == "invalid_encoding"
-    assert rejected[ids["two_mib"]]["reason"] == "too_large"
+    assert rejected[ids["five_mib"]]["reason"] == "too_large"
     assert rejected[ids["bad_phone"]]["reason"] == "invalid_request"
     assert any(
         "unknown" in e or "favourite_colour" in e for e in rejected[ids["unknown_field"]]["errors"]

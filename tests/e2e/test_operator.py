@@ -85,5 +85,6 @@ async def test_a_dead_letter_fixed_and_replayed_becomes_a_call(  # noqa: PLR0917
     assert view.by_state["rejected"] == 1  # the broken original stays recorded as rejected
     assert view.by_state["completed"] + view.by_state["failed"] == 1
     assert "dl-fix-1 rejected invalid_json" in report
+    assert "backlog       pending 0 (0 due now)  dialing 0  queued 0  unknown 0" in report
     assert f"{bus_settings.prefix}.dead: 0 message(s)" in report
     assert f"{bus_settings.prefix}.requests: 0 message(s), 1 consumer(s)" in report

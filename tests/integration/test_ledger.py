@@ -782,20 +782,6 @@ async def test_leased_outbox_rows_are_skipped_by_other_relays(ledger: Ledger) ->
     assert len(await ledger.pending_outbox(10)) == 4  # the plain read ignores leases
 
 
-async def test_batch_recipients_and_the_batch_event_commit_together(ledger: Ledger) -> None:
-    calls = [new_call(f"b1:{i}") for i in range(3)]
-    args: dict[str, Any] = {"batch_request_id": "b1", "correlation_id": "cb", "reply_to": None}
-    first = await ledger.accept_batch(**args, calls=calls, now=T0)
-    assert [a.duplicate for a in first] == [False, False, False]
-    again = await ledger.accept_batch(**args, calls=calls, now=at(1))
-    assert [a.duplicate for a in again] == [True, True, True]
-    batch_events = [e for e in await events(ledger) if e.type == "batch.accepted"]
-    assert [(e.request_id, e.model_dump()["recipients"], e.duplicate) for e in batch_events] == [
-        ("b1", 3, False),
-        ("b1", 3, True),
-    ]
-
-
 async def test_purge_forgets_old_finished_requests_and_sent_events(ledger: Ledger) -> None:
     await queued(ledger, "done", "call-1", T0)
     await ledger.record_outcome(Outcome(call_id="call-1", status="busy", completed=True), at(5))

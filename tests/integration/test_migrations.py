@@ -15,6 +15,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from service.commands import migrate
+from service.commands.cli import main as cli_main
 from service.ledger import make_engine
 from service.ledger.migrate import alembic_config, current_revision, upgrade
 from service.ledger.tables import admission, metadata
@@ -106,5 +107,7 @@ def test_dialer_migrate_says_when_the_database_is_down(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DIALER_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/none")
-    assert main([]) == 1
-    assert "ledger unavailable" in capsys.readouterr().err
+    assert cli_main(["migrate"]) == 3  # the CLI's exit code for a server that does not answer
+    err = capsys.readouterr().err
+    assert "DIALER_DATABASE_URL" in err
+    assert "ledger unavailable" in err

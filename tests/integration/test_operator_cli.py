@@ -71,7 +71,7 @@ async def _dead_letter(settings: Settings, *messages: aio_pika.Message) -> None:
         topology = await declare(channel, settings)
         for message in messages:
             await topology.dead_exchange.publish(message, routing_key="call.create")
-    for _ in range(500):
+    for _ in range(1500):  # 30 s: dead-lettering is asynchronous
         if await queue_depth(settings, f"{settings.prefix}.dead") == len(messages):
             return
         await asyncio.sleep(0.02)

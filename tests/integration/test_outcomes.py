@@ -23,7 +23,7 @@ from service.metrics import Metrics
 from tests.support.ledger import rows
 from tests.support.rig import Rig
 from tests.support.rig import rig as service_rig
-from tests.support.sandbox import SandboxProcess, WebhookReceiver
+from tests.support.sandbox import SandboxFactory, SandboxProcess, WebhookReceiver
 from tests.support.waits import DEADLINE_S
 
 pytestmark = pytest.mark.integration
@@ -297,9 +297,10 @@ async def test_a_failing_publisher_webhook_does_not_fail_ours(
 
 
 async def test_polling_waits_for_a_live_call_and_survives_read_errors(
-    sqlite_url: str, sandbox: SandboxProcess
+    sqlite_url: str, sandbox_factory: SandboxFactory
 ) -> None:
-    await sandbox.aset_faults(webhook_loss_share=1.0)
+    # On a real-time clock the call stays live (21 s at least) until the test stops it.
+    sandbox = sandbox_factory(clock_speed=1.0, webhook_loss_share=1.0)
     await sandbox.aset_outcomes(human=1, voicemail=0, no_answer=0, busy=0, failed=0)
     async with rig(sqlite_url, sandbox, outcome_overdue_s=0.01) as r:
         await accept(r, 1)
@@ -315,6 +316,7 @@ async def test_polling_waits_for_a_live_call_and_survives_read_errors(
         assert await r.poller.run_once() == 0  # Bland's reads fail: postponed, not lost
         assert (await rows(r.ledger))["req-0"].next_check_at > due_at
         await sandbox.aset_faults(read_error_5xx_share=0.0)
+        assert await r.bland.stop_call((await rows(r.ledger))["req-0"].call_id)  # it ends now
         await r.poller.start()
         await wait_for(lambda: all_final(r.ledger, 1))
 

@@ -68,9 +68,12 @@ async def test_publish_refuses_a_bad_file_and_publishes_nothing(
 
 
 async def test_events_prints_a_line_per_event_within_the_window(settings: Settings) -> None:
-    out = io.StringIO()
-    listening = asyncio.create_task(follow(settings, out, as_json=False, window_s=1.5))
-    await asyncio.sleep(0.7)
+    out, notes = io.StringIO(), io.StringIO()
+    listening = asyncio.create_task(follow(settings, out, as_json=False, window_s=3.0, notes=notes))
+    for _ in range(1000):  # until it says it listens: an event before that is not seen
+        if notes.getvalue():
+            break
+        await asyncio.sleep(0.02)
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         exchange = await (await connection.channel()).get_exchange(
@@ -104,7 +107,7 @@ async def test_dead_letters_are_listed_in_place_and_replayed_to_requests(
     try:
         await publish_raw(settings, b"{broken", routing_key="call.create", message_id="dl-1")
         await publish_raw(settings, b"[]", routing_key="call.create", message_id="dl-2")
-        for _ in range(250):
+        for _ in range(1500):  # 30 s: dead-lettering is asynchronous
             if await queue_depth(settings, f"{settings.prefix}.dead") == 2:
                 break
             await asyncio.sleep(0.02)
@@ -139,7 +142,7 @@ async def test_replay_of_a_broker_dead_letter_keeps_its_routing_key(settings: Se
         )
         while (message := await topology.requests_queue.get(fail=False, timeout=5)) is not None:
             await message.nack(requeue=True)
-    for _ in range(250):  # dead-lettering is asynchronous
+    for _ in range(1500):  # dead-lettering is asynchronous (30 s on a loaded machine)
         if await queue_depth(poison, f"{settings.prefix}.dead") == 1:
             break
         await asyncio.sleep(0.02)
@@ -152,3 +155,36 @@ async def test_replay_of_a_broker_dead_letter_keeps_its_routing_key(settings: Se
     assert again.routing_key == "call.cancel"
     assert "x-death" not in again.headers
     assert "x-first-death-reason" not in again.headers
+
+
+async def test_publish_batch_sends_the_csv_as_one_batch_with_a_stable_id(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("phone_number,name\n+12125550142,Maria\n+12125550143,James\n")
+    argv = ["publish", str(path), "--batch", "--base-prompt", "Hi {{name}}", "--dispatch", "bland"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "2 recipients" in capsys.readouterr().err
+    first = await drain(settings, f"{settings.prefix}.requests")
+    assert await asyncio.to_thread(main, argv) == 0
+    second = await drain(settings, f"{settings.prefix}.requests")
+    assert [m.message_id for m in first] == [m.message_id for m in second]
+    assert len(first) == 1
+    assert first[0].routing_key == first[0].type == "batch.create"
+    body = json.loads(first[0].body)
+    assert body["base_prompt"] == "Hi {{name}}"
+    assert [e["name"] for e in body["call_data"]] == ["Maria", "James"]
+    assert body["dialer"] == {"dispatch": "bland"}
+
+
+async def test_publish_batch_names_malformed_lines_and_publishes_nothing(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("phone_number,name\n+12125550142,Maria\n+12125550143\n")
+    argv = ["publish", str(path), "--batch", "--base-prompt", "Hi {{name}}"]
+    assert await asyncio.to_thread(main, argv) == 2
+    assert "line 3: 1 cells, the header has 2" in capsys.readouterr().err
+    # Nothing was published: the requests queue was never even declared.
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+        await drain(settings, f"{settings.prefix}.requests")

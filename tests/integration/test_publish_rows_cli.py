@@ -41,7 +41,7 @@ async def test_a_broken_row_names_its_line_and_nothing_is_published(
     path.write_text(BROKEN)
     assert await asyncio.to_thread(main, ["publish", str(path)]) == 1
     err = capsys.readouterr().err
-    assert f"{path} line 3: malformed CSV" in err
+    assert f"{path} line 3: a quote opened on this line is never closed: lines 3-4" in err
     assert "nothing published: 1 invalid row(s)" in err
     assert await queue_depth(settings, f"{settings.prefix}.requests") == 0
 

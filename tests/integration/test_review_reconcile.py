@@ -115,11 +115,12 @@ async def test_an_ambiguous_result_is_recorded_after_a_ledger_blip_not_left_as_o
         ) as r:
             now = datetime.now(UTC)
             claim = await claim_one(r, "req-blip", now)
-            # The latency only keeps the POST at the sandbox long enough to cut meanwhile.
-            await sandbox.aset_faults(error_5xx_share=1.0, latency_ms=1000)
+            # The POST is held at the sandbox (a latency of an hour) until the ledger is cut.
+            await sandbox.aset_faults(error_5xx_share=1.0, latency_ms=3_600_000)
             dialing = asyncio.create_task(r.dispatcher.dial(claim))
             await until(lambda: posts_in_flight(sandbox, 1), "the POST is at the sandbox")
             proxy.cut()  # the ledger is unreachable when the 5xx comes back
+            await sandbox.aset_faults(latency_ms=0)
             await until(lambda: answered_5xx(sandbox), "the 5xx came back")
             await until(lambda: proxy.refused > 0, "the dispatcher's write found no ledger")
             proxy.restore()

@@ -89,6 +89,9 @@ def test_concurrency_cap_queues_by_default(sandbox_factory: SandboxFactory) -> N
     counts = sb.counts()
     assert counts["max_active"] == 3
     assert counts["active"] == 0
+    # Live counts every call from its creation to its end, waiting in Bland's queue included.
+    assert counts["max_live_calls"] == 7
+    assert counts["live_calls"] == 0
 
 
 def test_waiting_calls_show_queued(sandbox_factory: SandboxFactory) -> None:

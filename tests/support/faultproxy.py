@@ -25,6 +25,7 @@ from typing import Any
 from tests.support.tcpproxy import TcpProxy
 
 _CREATE_CALL = re.compile(rb"^POST /v1/calls(?:\?[^ ]*)? HTTP/1\.[01]\r\n")
+_CREATE_BATCH = re.compile(rb"^POST /v2/batches/create(?:\?[^ ]*)? HTTP/1\.[01]\r\n")
 _REQUEST_LINE = re.compile(rb"^(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) \S+ HTTP/1\.[01]\r\n")
 _REQUEST_ID = re.compile(rb'"dialer_request_id"\s*:\s*"([^"]+)"')
 
@@ -93,6 +94,7 @@ class _Link:
     body_left: int | None = None  # bytes of the answer's body still to come (None: unknown)
     client_gone: bool = False
     noted_after: bool = False
+    batch: bool = False  # the request in progress is a `POST /v2/batches/create`
 
 
 class BlandLink:
@@ -134,10 +136,19 @@ class BlandLink:
         self.delayed: list[str] = []
         self.released_at: dict[str, float] = {}  # request id -> time.time() a delayed answer left
         self.answered_after_client_died: list[str] = []
+        # `POST /v2/batches/create` answered after the client died (its first request id).
+        self.batches_answered_after_client_died: list[str] = []
+        self.batch_creates = 0
+        self.batch_answers = 0
         self.upstream_reopened = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def batch_posts_in_flight(self) -> int:
+        """`POST /v2/batches/create` sent and not answered yet (whether the client waits or not)."""
+        return self.batch_creates - self.batch_answers
 
     @property
     def base_url(self) -> str:
@@ -221,6 +232,8 @@ class BlandLink:
                         self.creates += 1
                         link.action = self._decide()
                         link.delay_pending = link.action == "delay"
+                    link.batch = bool(_CREATE_BATCH.match(data))
+                    self.batch_creates += link.batch
                 link.request += data
                 upstream = await self._upstream(link, new_request=new_request)
                 upstream.write(data)
@@ -252,6 +265,8 @@ class BlandLink:
             link.body_left -= len(data)
         if link.body_left <= 0:
             link.awaiting = False
+            self.batch_answers += link.batch
+            link.batch = False
             link.idle_since = asyncio.get_running_loop().time()
 
     async def _responses(
@@ -264,6 +279,8 @@ class BlandLink:
                 if link.client_gone:
                     if not link.noted_after and _CREATE_CALL.match(bytes(link.request)):
                         self._note(self.answered_after_client_died, link)
+                    elif not link.noted_after and _CREATE_BATCH.match(bytes(link.request)):
+                        self._note(self.batches_answered_after_client_died, link)
                     link.noted_after = True
                     continue  # nobody to answer: read and discard
                 if link.action == "stall":

@@ -57,6 +57,7 @@ async def rig(
         # Test numbers (555, fictional) have no time zone, and tests call them at any hour;
         # tests of limits and compliance set their own.
         "calling_window": "00:00-24:00",
+        "region_rules": {},  # area code 305 is Florida, whose rule narrows any window to 08-20
         "max_calls_per_number_24h": 0,
         "same_number_gap_s": 0.0,
         "reconcile_grace_s": 300.0,

@@ -10,7 +10,7 @@ from service.ledger import LedgerCounts
 from service.metrics import WAIT_REASONS, Metrics
 
 # call_outcomes: its `status` label is Bland's call status, not known in advance; backlog:
-# every state is set from the ledger at each scrape (tests/e2e/test_metrics.py).
+# every state is set from the ledger at each scrape (tests/e2e/test_metrics_table.py).
 OPEN_LABELS = {"dialer_call_outcomes", "dialer_backlog"}
 
 
@@ -48,3 +48,20 @@ def test_readiness_is_one_per_passing_check() -> None:
     set_readiness(metrics, {"database": "ok", "broker": "not answering", "consumers": "ok"})
     values = {c: metrics.ready.labels(c)._value.get() for c in ("database", "broker", "consumers")}
     assert values == {"database": 1.0, "broker": 0.0, "consumers": 1.0}
+
+
+def test_the_metric_set_of_design_section_7_is_registered() -> None:
+    design = {
+        "dialer_requests_consumed",  # requests consumed by outcome
+        "dialer_calls_dialed",  # calls dialed by result
+        "dialer_bland_request_seconds",  # Bland request latency histogram
+        "dialer_call_outcomes",  # call outcomes
+        "dialer_active_calls",  # active calls
+        "dialer_backlog",  # backlog by state
+        "dialer_limit_waits",  # limit waits
+        "dialer_outbox_pending",  # outbox pending
+        "dialer_webhooks",  # webhooks by result
+        "dialer_compliance_blocks",  # compliance blocks by reason
+        "dialer_dead_letters",  # dead letters
+    }
+    assert design <= set(_samples(Metrics()))

@@ -146,3 +146,21 @@ def test_each_broker_retry_is_logged_once(tmp_path: Path) -> None:
     waits = [x for x in failures if "start_waiting" in x]
     assert len(waits) >= 3
     assert failures == waits  # no second line (aiormq's own) for the same attempt
+
+
+@pytest.mark.parametrize("command", ["status", "migrate"])
+async def test_ledger_commands_name_a_missing_database_and_an_absent_server(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = URL(postgres_base_url()).with_path(f"/missing_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("DIALER_DATABASE_URL", str(missing))
+    assert await asyncio.to_thread(main, [command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dialer: DIALER_DATABASE_URL: the database does not exist")
+    assert len(err.splitlines()) == 1
+    absent = URL(postgres_base_url()).with_port(_free_port())
+    monkeypatch.setenv("DIALER_DATABASE_URL", str(absent))
+    assert await asyncio.to_thread(main, [command]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dialer: DIALER_DATABASE_URL: ledger unavailable")
+    assert len(err.splitlines()) == 1
