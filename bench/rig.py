@@ -84,6 +84,7 @@ class Service:
         self.pg_name: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.profile_path: Path | None = None
+        self.owner = True  # deletes the topology and database on close (replicas share them)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=10)
 
     @property
@@ -202,10 +203,19 @@ class Service:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
+    def replica(self, number: int) -> Service:
+        """Another process on this one's prefix and database (after `prepare()`)."""
+        other = Service(self.rig, self.database, f"{self.name}-{number}", self.extra_env)
+        other.prefix, other.pg_name = self.prefix, self.pg_name
+        other.owner = False
+        return other
+
     async def close(self) -> None:
-        """Stop, remove the prefix's topology and the PostgreSQL database."""
+        """Stop, remove the prefix's topology and the PostgreSQL database (not a replica's)."""
         self.stop()
         await self._http.aclose()
+        if not self.owner:
+            return
         await delete_topology(self.rig.amqp_url, self.prefix)
         await delete_queue(self.rig.amqp_url, self.events_queue)
         if self.pg_name is not None:

@@ -56,32 +56,58 @@ async def baseline(rig: Rig, mode: str, count: int) -> Run:
 
 
 async def drain(
-    rig: Rig, database: str, count: int, *, dial: bool, code_dir: Path | None = None
+    rig: Rig,
+    database: str,
+    count: int,
+    *,
+    dial: bool,
+    code_dir: Path | None = None,
+    replicas: int = 1,
 ) -> Run:
     """Preload `count` requests, start the service, time it to the last accept or call.queued.
 
     Ingest-only requests carry a far `not_before`: consumed, validated, committed, acked, and
-    never due.
+    never due. With `replicas` > 1, that many processes share the queue and the database; CPU
+    is their sum, peak RSS their largest.
     """
     kind = "end to end" if dial else "ingest"
     service = Service(rig, database, f"{kind.replace(' ', '-')}-{database}", code_dir=code_dir)
+    processes = [service]
     try:
         await service.prepare()
+        processes += [service.replica(n) for n in range(1, replicas)]
         if dial:
             await service.bind_events()
         options = None if dial else {"not_before": FAR_FUTURE}
         await publish(rig.amqp_url, service.names.requests, "call.create", bodies(count, options))
-        service.start()
-        await service.wait_path("/metrics")
-        cpu_before, started = service.cpu_s(), time.perf_counter()
-        probe = (lambda: service.published("call.queued")) if dial else service.accepted
-        finished = await wait_until(probe, count, DRAIN_TIMEOUT_S, service.name)
-        cpu_after, peak = service.cpu_s(), service.peak_rss_mib()
+        for process in processes:
+            process.start()
+        for process in processes:
+            await process.wait_path("/metrics")
+        cpu_before, started = _cpu(processes), time.perf_counter()
+
+        async def progress() -> float:
+            done = [p.published("call.queued") if dial else p.accepted() for p in processes]
+            return sum(await asyncio.gather(*done))
+
+        finished = await wait_until(progress, count, DRAIN_TIMEOUT_S, service.name)
+        cpu_after = _cpu(processes)
+        peaks = [p.peak_rss_mib() for p in processes]
     finally:
-        await service.close()
+        for process in reversed(processes):
+            await process.close()
     cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
-    name = f"ours {kind}, {label(database)}" + (" (before)" if code_dir else "")
+    peak = max((p for p in peaks if p is not None), default=None)
+    name = f"ours {kind}, {label(database)}"
+    name += f", {replicas} processes" if replicas > 1 else ""
+    name += " (before)" if code_dir else ""
     return Run(name, count, finished - started, cpu, peak)
+
+
+def _cpu(processes: list[Service]) -> float | None:
+    """The processes' CPU seconds so far (None if one cannot be read)."""
+    seconds = [p.cpu_s() for p in processes]
+    return None if None in seconds else sum(s for s in seconds if s is not None)
 
 
 def label(database: str) -> str:

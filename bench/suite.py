@@ -30,7 +30,10 @@ from bench.rig import Rig
 from service.bus.connection import broker_answers
 
 RAW, NAIVE = "A raw aio-pika drain", "B naive pipeline"
-ROUND_VARIANTS = ("raw", "naive", "ingest-sqlite", "ingest-postgres", "e2e-sqlite", "e2e-postgres")
+ROUND_VARIANTS = (
+    "raw", "naive", "ingest-sqlite", "ingest-postgres", "e2e-sqlite", "e2e-postgres",
+    "e2e2-postgres",  # two processes on one PostgreSQL
+)  # fmt: skip
 
 
 def variant(rig: Rig, key: str, count: int, args_before: list[str]) -> Callable[[], Awaitable[Run]]:
@@ -39,14 +42,17 @@ def variant(rig: Rig, key: str, count: int, args_before: list[str]) -> Callable[
         return lambda: scenarios.baseline(rig, key, count)
     kind, database, *before = key.split("-")
     code_dir = Path(args_before[0]) if before and args_before else None
-    return lambda: scenarios.drain(rig, database, count, dial=kind == "e2e", code_dir=code_dir)
+    replicas = 2 if kind == "e2e2" else 1
+    return lambda: scenarios.drain(
+        rig, database, count, dial=kind.startswith("e2e"), code_dir=code_dir, replicas=replicas
+    )
 
 
 async def rounds(rig: Rig, args: argparse.Namespace) -> list[list[Run]]:
     """Every round variant once per round, the order rotated each round."""
     keys = list(ROUND_VARIANTS)
     if args.before:
-        keys += [f"{k}-before" for k in ROUND_VARIANTS if k.startswith(("ingest", "e2e"))]
+        keys += [f"{k}-before" for k in ROUND_VARIANTS if k.startswith(("ingest", "e2e-"))]
     keys = [k for k in keys if not args.only or k in args.only]
     done: list[list[Run]] = []
     for number in range(args.rounds if keys else 0):
