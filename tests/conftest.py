@@ -17,6 +17,10 @@ import aio_pika
 import asyncpg
 import pytest
 
+from service.ledger import Ledger
+from service.ledger.migrate import upgrade
+from service.settings import Settings
+
 pytest_plugins = ["tests.support.sandbox"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -152,3 +156,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     parts = urlsplit(postgres_base_url())
     yield parts._replace(path=f"/{name}").geturl()
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    """A ledger on a fresh, migrated database (SQLite and PostgreSQL), default settings."""
+    settings = Settings(database_url=database_url)
+    await upgrade(settings)
+    instance = await Ledger.open(settings)
+    yield instance
+    await instance.close()

@@ -103,13 +103,7 @@ class BlandClient:
     async def list_batch_calls(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """GET /v1/calls?batch_id=: the calls Bland placed for one of its batches."""
         params: dict[str, str | int] = {"batch_id": batch_id, "limit": limit}
-        response = await self._read("list_calls", "GET", "/v1/calls", params=params)
-        payload = _json(response)
-        classify_read(response.status_code, payload)
-        calls = payload.get("calls") if isinstance(payload, dict) else None
-        if not isinstance(calls, list):
-            raise TransientError("call list without `calls`")
-        return [c for c in calls if isinstance(c, dict)]
+        return await self._calls(params)
 
     async def stop_batch(self, batch_id: str) -> bool:
         """POST /v2/batches/{id}/stop (legacy ids: /v1/batches/{id}/stop); False when unknown."""
@@ -146,6 +140,10 @@ class BlandClient:
             params["start_date"] = start_date.isoformat()
         if ascending:
             params["ascending"] = "true"
+        return await self._calls(params)
+
+    async def _calls(self, params: dict[str, str | int]) -> list[dict[str, Any]]:
+        """GET /v1/calls with these filters: the call objects of the page."""
         response = await self._read("list_calls", "GET", "/v1/calls", params=params)
         payload = _json(response)
         classify_read(response.status_code, payload)

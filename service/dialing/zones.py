@@ -6,25 +6,12 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from phonenumbers import geocoder, timezone
+from phonenumbers import timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
 
-UNKNOWN_ZONE = "Etc/Unknown"
+from service.dialing.us_area_codes import US_AREA_CODE_STATES
 
-US_STATES: dict[str, str] = {
-    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
-    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
-    "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN", "Iowa": "IA",
-    "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME", "Maryland": "MD",
-    "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
-    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
-    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC",
-    "North Dakota": "ND", "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA",
-    "Rhode Island": "RI", "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN",
-    "Texas": "TX", "Utah": "UT", "Vermont": "VT", "Virginia": "VA", "Washington": "WA",
-    "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY", "Washington D.C.": "DC",
-    "Washington DC": "DC",
-}  # fmt: skip
+UNKNOWN_ZONE = "Etc/Unknown"
 
 
 def _parse(e164: str) -> phonenumbers.PhoneNumber | None:
@@ -81,9 +68,6 @@ def regions_for_number(e164: str) -> tuple[str, ...]:
         return ()
     if country != "US":
         return (country,)
-    description = geocoder.description_for_number(parsed, "en")
-    state = US_STATES.get(description)
-    if state is None and ", " in description:
-        suffix = description.rsplit(", ", 1)[1]
-        state = suffix if suffix in US_STATES.values() else None
+    # Every US area code lies in one state (service/dialing/area_codes.py).
+    state = US_AREA_CODE_STATES.get(phonenumbers.national_significant_number(parsed)[:3])
     return (country, f"US-{state}") if state else (country,)

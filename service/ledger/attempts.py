@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import CallCanceled, CallFailed, CallSuppressed
+from schemas.events import CallCanceled, CallFailed
 from service.ledger.announcements import event_ids, to_json
 from service.ledger.base import LedgerBase
 from service.ledger.records import CallToStop, Claim, Queued
 from service.ledger.states import State
-from service.ledger.tables import attempts, requests
+from service.ledger.tables import requests
 
 
 class Attempts(LedgerBase):
@@ -160,46 +159,6 @@ class Attempts(LedgerBase):
             )
             await self._finish_attempt(
                 conn, claim.request_id, claim.attempt_no, now, result="unknown", error=error
-            )
-
-    async def record_suppressed(
-        self, claim: Claim, *, reason: str, rule: str | None, now: datetime
-    ) -> None:
-        """dialing -> suppressed (compliance said no at dial time) + call.suppressed."""
-        async with self._write() as conn:
-            row = await self._lock_claimed(conn, claim)
-            if row is None:
-                return
-            ev = CallSuppressed(**event_ids(row, now), reason=reason, rule=rule)
-            await self._move(conn, row, State.SUPPRESSED, now, ev, reason=reason[:255])
-            await self._finish_attempt(
-                conn, claim.request_id, claim.attempt_no, now, result="suppressed", error=reason
-            )
-
-    async def record_deferred(self, claim: Claim, *, not_before: datetime, now: datetime) -> None:
-        """dialing -> pending until `not_before` without dialing: the attempt is undone.
-
-        For a closed calling window found at dial time: no call was placed, so the attempt
-        neither counts against the rate nor takes an attempt number.
-        """
-        async with self._write() as conn:
-            row = await self._lock_claimed(conn, claim)
-            if row is None:
-                return
-            await conn.execute(delete(attempts).where(attempts.c.id == claim.attempt_id))
-            if row.cancel_requested_at is not None:
-                await self._cancel_undialed(conn, row, now, attempts=row.attempts - 1)
-                return
-            await self._move(
-                conn,
-                row,
-                State.PENDING,
-                now,
-                None,
-                attempts=row.attempts - 1,
-                not_before=not_before,
-                lease_owner=None,
-                lease_until=None,
             )
 
     async def _cancel_undialed(

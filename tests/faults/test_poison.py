@@ -1,6 +1,6 @@
-"""Poison messages among 1,000 good requests: invalid JSON, wrong types, a 2 MiB body, JSON
-nested 1,000 levels deep (a few KiB, under the size cap), and a lone surrogate (`\\ud800`) in
-a text field.
+"""Poison messages among 1,000 good requests: invalid JSON, wrong types, a 5 MiB body (the
+default cap is 4 MiB), JSON nested 1,000 levels deep (a few KiB, under the size cap), and a
+lone surrogate (`\\ud800`) in a text field.
 
 Each poison message has its own request id: it is settled by its `call.rejected` event, and
 never dialed. Those the service cannot read at all (invalid JSON, oversize) also leave a copy
@@ -44,7 +44,7 @@ def poison_messages(prefix: str) -> dict[str, Request]:
         "wrong_types": json.dumps(
             {"phone_number": [number], "task": 42, "record": "yes", "temperature": "hot"}
         ).encode(),
-        "too_large": json.dumps({"phone_number": number, "task": "x" * (2 * 1024 * 1024)}).encode(),
+        "too_large": json.dumps({"phone_number": number, "task": "x" * (5 * 1024 * 1024)}).encode(),
         "deeply_nested": (
             f'{{"phone_number": "{number}", "task": "Say hello.", "request_data": {nested}}}'
         ).encode(),

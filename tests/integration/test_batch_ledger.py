@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +12,7 @@ from schemas.envelope import DialerOptions
 from schemas.events import Event, parse_event
 from service.ledger import Ledger, NewBatch, NewCall, Outcome, RejectedRecipient
 from service.ledger.batches import WRITE_CHUNK, batch_totals
-from service.ledger.migrate import upgrade
 from service.ledger.tables import outbox, requests
-from service.settings import Settings
 from tests.support.ledger import claim
 
 pytestmark = pytest.mark.integration
@@ -46,15 +43,6 @@ def batch(brid: str, size: int, bad: set[int] = frozenset()) -> NewBatch:  # typ
         RejectedRecipient(f"{brid}:{i}", i, None, [f"call_data[{i}]: bad"]) for i in sorted(bad)
     ]
     return NewBatch(brid, "corr", None, "legacy", "expand", False, calls, rejected)
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    settings = Settings(database_url=database_url)
-    await upgrade(settings)
-    instance = await Ledger.open(settings)
-    yield instance
-    await instance.close()
 
 
 async def all_events(ledger: Ledger) -> list[Event]:

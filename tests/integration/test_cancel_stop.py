@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from schemas.envelope import DialerOptions
 from service.bland.client import BlandClient
-from service.ledger import CallToStop, CancelResult, Ledger, NewCall
-from service.ledger.migrate import upgrade
+from service.ledger import CallToStop, CancelResult
 from service.metrics import Metrics
 from service.outcomes.stops import CallStops
 from service.settings import Settings
@@ -249,38 +247,3 @@ async def test_a_cancel_during_a_throttled_post_cancels_without_a_call(
         await sandbox.aset_faults(latency_ms=0, rate_limit_429_share=0.0)
         assert (await r.dispatcher.run_once())[0] == 0  # never dialed again
         assert await sandbox.aground_truth() == []
-
-
-async def test_a_cancel_during_a_deferred_dial_cancels_without_a_call(sqlite_url: str) -> None:
-    settings = Settings(database_url=sqlite_url)
-    await upgrade(settings)
-    ledger = await Ledger.open(settings)
-    try:
-        call = NewCall(
-            "req-window", None, None, PHONE, {"phone_number": PHONE}, DialerOptions(), None
-        )
-        await ledger.accept_calls([call], now())
-        [claim] = await claim_round(
-            ledger,
-            owner="o",
-            now=now(),
-            limit=1,
-            max_concurrent=10,
-            max_per_second=10.0,
-            slot_lease_s=60.0,
-        )
-        await ledger.cancel(
-            request_id="req-window", call_id=None, correlation_id=None, reply_to=None, now=now()
-        )
-
-        await ledger.record_deferred(claim, not_before=now() + timedelta(hours=8), now=now())
-
-        found = await row(ledger, "req-window")
-        assert (found.state, found.attempts, found.call_id) == ("canceled", 0, None)
-        written = await events(ledger, "req-window")
-        assert [e.type for e in written] == ["call.accepted", "call.canceled"]
-        assert written[-1].model_dump()["reason"] == "requested"
-        assert await ledger.calls_to_stop(10) == []
-        assert (await ledger.counts(now())).active_slots == 0
-    finally:
-        await ledger.close()

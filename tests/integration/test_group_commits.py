@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +10,6 @@ import pytest
 from schemas.envelope import DialerOptions
 from service.dialing.recorder import QueuedRecorder
 from service.ledger import Ledger, NewCall
-from service.ledger.migrate import upgrade
-from service.settings import Settings
 from tests.support.ledger import claim, events, row
 
 pytestmark = pytest.mark.integration
@@ -31,16 +28,6 @@ def new_call(request_id: str) -> NewCall:
         options=DialerOptions(),
         publisher_webhook=None,
     )
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    """A ledger on a fresh, migrated database (SQLite and PostgreSQL)."""
-    settings = Settings(database_url=database_url)
-    await upgrade(settings)
-    instance = await Ledger.open(settings)
-    yield instance
-    await instance.close()
 
 
 async def test_record_queued_many_checks_each_row(ledger: Ledger) -> None:

@@ -605,37 +605,6 @@ async def test_throttled_retries_do_not_spend_the_budget(ledger: Ledger) -> None
     assert await slot_count(ledger) == 0
 
 
-async def test_compliance_at_dial_time_suppresses_with_event(ledger: Ledger) -> None:
-    await ledger.accept_calls([new_call("r1")], T0)
-    (one,) = await claim(ledger, T0)
-    seen = len(await events(ledger))
-    await ledger.record_suppressed(one, reason="do_not_call", rule="dnc", now=at(1))
-    (suppressed,) = await new_events(ledger, seen)
-    dumped = suppressed.model_dump()
-    assert (suppressed.type, dumped["reason"], dumped["rule"]) == (
-        "call.suppressed",
-        "do_not_call",
-        "dnc",
-    )
-    assert await state(ledger, "r1") == "suppressed"
-    assert await slot_count(ledger) == 0
-
-
-async def test_a_deferred_claim_costs_neither_rate_nor_attempt(ledger: Ledger) -> None:
-    await ledger.accept_calls([new_call("r1"), new_call("r2")], T0)
-    (one,) = await claim(ledger, T0, limit=1, max_per_second=1)
-    seen = len(await events(ledger))
-    await ledger.record_deferred(one, not_before=at(3600), now=T0)
-    assert await state(ledger, one.request_id) == "pending"
-    assert await new_events(ledger, seen) == []
-    assert await slot_count(ledger) == 0
-    # The undone attempt left the rate budget of this second untouched.
-    (two,) = await claim(ledger, at(0.5), max_per_second=1)
-    assert two.request_id != one.request_id
-    (again,) = await claim(ledger, at(3600), max_per_second=1)
-    assert (again.request_id, again.attempt_no) == (one.request_id, 1)
-
-
 async def test_unknown_keeps_the_slot_and_is_reconciled(ledger: Ledger) -> None:
     await ledger.accept_calls([new_call("r1"), new_call("r2")], T0)
     one, two = await claim(ledger, T0)

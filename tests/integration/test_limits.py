@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,6 @@ from service.dialing.admission import admit, settings_limits
 from service.dialing.compliance import rules_from, screen_round
 from service.dialing.windows import zone
 from service.ledger import Admission, Claim, Ledger, NewCall
-from service.ledger.migrate import upgrade
 from service.ledger.records import Candidate, NumberFacts, Screened
 from service.settings import Settings
 from tests.support.ledger import events, row
@@ -79,16 +78,6 @@ class Round:
         for c in claims:
             await self.ledger.record_queued(c, f"call-{c.request_id}", now)
         return [c.request_id for c in claims]
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    """A migrated ledger."""
-    settings = Settings(database_url=database_url)
-    await upgrade(settings)
-    instance = await Ledger.open(settings)
-    yield instance
-    await instance.close()
 
 
 def rounds(ledger: Ledger, **overrides: Any) -> Round:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +9,6 @@ import pytest
 
 from schemas.envelope import DialerOptions
 from service.ledger import Claim, Ledger, NewCall
-from service.ledger.migrate import upgrade
-from service.settings import Settings
 from tests.support.ledger import claim as claim_round
 
 pytestmark = pytest.mark.integration
@@ -37,16 +34,6 @@ def long_call(request_id: str, max_duration_min: int) -> NewCall:
         options=DialerOptions(),
         publisher_webhook=None,
     )
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    """A ledger on a fresh, migrated database (SQLite and PostgreSQL)."""
-    settings = Settings(database_url=database_url)
-    await upgrade(settings)
-    instance = await Ledger.open(settings)
-    yield instance
-    await instance.close()
 
 
 async def claim(ledger: Ledger, now: datetime) -> list[Claim]:
