@@ -129,10 +129,10 @@ async def _batch_run(
         if number == 0:
             await asyncio.sleep(rng.uniform(0.0, 0.5))  # the moment is drawn: intake or dials
         else:
-            await rig.wait_calls(number * step + rng.randint(0, step // 2), timeout_s=120)
+            await rig.wait_calls(number * step + rng.randint(0, step // 2), timeout_s=240)
             if mode == "bland":  # the kill lands while a batch POST waits for its answer
                 await poll(
-                    lambda: link.batch_posts_in_flight > 0, timeout_s=60, what="a batch POST"
+                    lambda: link.batch_posts_in_flight > 0, timeout_s=120, what="a batch POST"
                 )
             await asyncio.sleep(rng.uniform(0.0, 0.8 * latency / 1000))
         calls_at_kill = await rig.calls()

@@ -8,7 +8,7 @@
   restarted process. The sandbox's high-water mark of simultaneous live calls
   (`max_live_calls` of `/_sandbox/counts`, from a call's creation to its end) never exceeds 5.
 - **do-not-call behind a closed cap**: the cap is 2, held by two calls that talk until they are
-  stopped; a request for number N is accepted and waits behind the cap; the service is killed;
+  stopped (2 minutes at most); a request for number N is accepted and waits behind the cap; the service is killed;
   `dnc.add` N is published while it is down; it restarts and applies it; then the two calls
   are hung up at the sandbox and the cap opens. N is never dialed and ends `call.suppressed`;
   the requests queued beside it are dialed once.
@@ -124,19 +124,21 @@ async def _dnc_run(rig: Rig) -> DncRun:
     (service,) = await rig.boot(
         "sqlite",
         sandbox={
-            "clock_speed": 60.0,
-            "min_talk_s": 1800.0,  # 30 s: the blockers talk until they are stopped
-            "max_talk_s": 1800.0,
+            # The blockers talk 2 minutes (their max_duration 40 allows it): longer than a
+            # restart on a starved machine, so the cap stays closed until they are stopped.
+            "clock_speed": 20.0,
+            "min_talk_s": 2400.0,
+            "max_talk_s": 2400.0,
             "share_failed": 0,
             **HUMAN_ONLY,
         },
         DIALER_MAX_CONCURRENT_CALLS="2",
     )
     assert rig.sandbox is not None
-    blockers = rig.make_requests(2, id_prefix="blocker")
+    blockers = rig.make_requests(2, id_prefix="blocker", extra={"max_duration": 40})
     await rig.publish(blockers)
     await rig.wait_calls(2, timeout_s=60)
-    # Behind the closed cap: the target and four short calls (max_duration 1: 1 s real).
+    # Behind the closed cap: the target and four short calls (max_duration 1: 3 s real).
     queued = rig.make_requests(5, id_prefix="q", offset=2, extra={"max_duration": 1})
     target = queued[0]
     await rig.publish(queued)
