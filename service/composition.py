@@ -93,7 +93,7 @@ async def assemble(
         metrics,
         clock=clock,
         forward_transport=forward_transport,
-        on_settled=dispatcher.wake,
+        record=dispatcher.settle,
     )
     batches = BatchRounds(settings, ledger, bland, metrics, clock=clock)
     consumer = RequestConsumer(
@@ -115,8 +115,12 @@ async def assemble(
         bland=bland,
         stops=stops,
         dispatcher=dispatcher,
-        poller=OutcomePoller(settings, ledger, bland, metrics, clock=clock),
-        reconciler=Reconciler(settings, ledger, bland, metrics, stops=stops, clock=clock),
+        poller=OutcomePoller(
+            settings, ledger, bland, metrics, clock=clock, record=dispatcher.settle
+        ),
+        reconciler=Reconciler(
+            settings, ledger, bland, metrics, stops=stops, clock=clock, record=dispatcher.settle
+        ),
         retention=Retention(settings, ledger, metrics, clock=clock),
         batches=batches,
         webhooks=webhooks,

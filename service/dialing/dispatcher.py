@@ -24,7 +24,17 @@ from service.dialing.compliance import rules_from, screen_round
 from service.dialing.decisions import Decision, DialResult, RetryPolicy, decide, error_text
 from service.dialing.recorder import QueuedRecorder
 from service.errors import StoreUnavailableError, ThrottledError
-from service.ledger import Accepted, Admission, CallToStop, Claim, Ledger, Limits, NewCall
+from service.ledger import (
+    Accepted,
+    Admission,
+    CallToStop,
+    Claim,
+    Ledger,
+    Limits,
+    NewCall,
+    Outcome,
+    OutcomeResult,
+)
 from service.ledger.records import Candidate, NumberFacts, Screened
 from service.logs import mask_phone
 from service.metrics import Metrics
@@ -176,10 +186,8 @@ class Dispatcher:
         running, is stopping or holds (Bland throttles or refuses the account), they are
         only written.
         """
-        room = self._room_now()
-        running = self._task is not None and not self._task.done()
-        held = self._stopping.is_set() or time.monotonic() < self._hold_until
-        if room <= 0 or not running or held:
+        room = self._claim_room()
+        if room <= 0:
             accepted = await self.ledger.accept_calls(calls, now)
             self.on_events()
             self.wake()
@@ -191,6 +199,32 @@ class Dispatcher:
         self.on_events()
         self.submit(claims)
         return accepted
+
+    async def settle(
+        self, outcome: Outcome, now: datetime, *, request_id: str | None = None
+    ) -> OutcomeResult:
+        """Record an outcome; the slot it frees goes to the next due request in the same commit."""
+        room = self._claim_room()
+        if room <= 0:
+            recorded = await self.ledger.record_outcome(outcome, now, request_id=request_id)
+            if recorded.changed:
+                self.on_events()
+                self.wake()
+            return recorded
+        recorded, claims, admission = await self.ledger.settle_and_claim(
+            outcome, now, self._limits(room), admit, self.screen, request_id=request_id
+        )
+        if recorded.changed:
+            self._observe(admission)
+            self.on_events()
+        self.submit(claims)
+        return recorded
+
+    def _claim_room(self) -> int:
+        """Claims a write outside the loop may make now: none while stopped, stopping or held."""
+        running = self._task is not None and not self._task.done()
+        held = self._stopping.is_set() or time.monotonic() < self._hold_until
+        return self._room_now() if running and not held else 0
 
     async def _loop(self) -> None:
         retry = Backoff(0.2, ROUND_RETRY_MAX_S)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from service.ledger.attempts import Attempts
 from service.ledger.batches import Batches
 from service.ledger.claims import Claims
@@ -26,6 +30,7 @@ from service.ledger.records import (
     OutcomeResult,
     Queued,
     RejectedRecipient,
+    Screen,
     Tracked,
     UnknownAttempt,
     Usage,
@@ -35,6 +40,31 @@ from service.ledger.retention import Purged, Purging
 
 class Ledger(Claims, Batches, Attempts, Handoffs, OutboxStore, Purging):
     """Every read and write of the ledger; each method is one transaction (docs/internals.md)."""
+
+    async def settle_and_claim(
+        self,
+        outcome: Outcome,
+        now: datetime,
+        limits: Limits,
+        admit: Admit,
+        screen: Screen | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> tuple[OutcomeResult, list[Claim], Admission]:
+        """record_outcome, then claim_due when it freed a slot, in one transaction.
+
+        The freed slot goes to the next due request at once: no moment in which the slot
+        is free in the ledger while due work waits, and one commit fewer before the POST.
+        """
+
+        async def work(conn: AsyncConnection) -> tuple[OutcomeResult, list[Claim], Admission]:
+            recorded = await self._record_outcome(conn, outcome, now, request_id)
+            if not recorded.changed:
+                return recorded, [], Admission(admitted=0, limited_by=None)
+            claims, admission = await self._claim(conn, now, limits, admit, screen, expire=False)
+            return recorded, claims, admission
+
+        return await self._retrying(work)
 
 
 __all__ = [

@@ -70,10 +70,11 @@ class Claims(Screening, Intake):
 
         Also says which limit held requests back and what compliance did (for the metrics).
         """
-        if not await self._anything_due(now):
+        due, expired = await self._anything_due(now)
+        if not (due or expired):
             return [], Admission(admitted=0, limited_by=None)
         async with self._write() as conn:
-            return await self._claim(conn, now, limits, admit, screen)
+            return await self._claim(conn, now, limits, admit, screen, expire=expired)
 
     async def accept_and_claim(
         self,
@@ -102,8 +103,16 @@ class Claims(Screening, Intake):
         limits: Limits,
         admit: Admit,
         screen: Screen | None,
+        *,
+        expire: bool = True,
     ) -> tuple[list[Claim], Admission]:
-        await self._expire(conn, now)
+        if expire:
+            await self._expire(conn, now)
+        # Locked before the admission row, so that the mutex is held for fewer statements;
+        # other replicas skip these rows.
+        rows = await self._candidates(conn, now, limits.limit)
+        if not rows:
+            return [], Admission(admitted=0, limited_by=None)
         # The cross-replica mutex: counting and taking slots and rate budget is atomic.
         locked = await conn.execute(
             select(admission).where(admission.c.id == ADMISSION_ROW_ID).with_for_update()
@@ -114,11 +123,10 @@ class Claims(Screening, Intake):
         pace = pace_at(gate.pace_factor, gate.pace_changed_at, now, self.settings.pace_recovery_s)
         if gate.paused_until is not None and gate.paused_until > now:
             return [], Admission(admitted=0, limited_by="bland_429", pace=pace)
-        decision = replace(admit(await self._usage(conn, now, limits), limits), pace=pace)
+        usage = await self._usage(conn, now, limits, due=len(rows))
+        decision = replace(admit(usage, limits), pace=pace)
         if decision.admitted == 0:
             return [], decision
-        wanted = limits.limit if screen is not None else decision.admitted
-        rows = await self._candidates(conn, now, max(wanted, decision.admitted))
         if screen is not None:
             screened, rows = await self._screened(conn, rows, now, decision.admitted, screen)
             decision = replace(decision, screened=tuple(screened))
@@ -154,55 +162,44 @@ class Claims(Screening, Intake):
             )
             return pace
 
-    async def _usage(self, conn: AsyncConnection, now: datetime, limits: Limits) -> Usage:
-        await conn.execute(delete(slots).where(slots.c.lease_until <= now))
-        active = await conn.scalar(
-            select(func.count())
-            .select_from(slots)
-            .where(slots.c.acquired_at <= now + timedelta(seconds=SCHEDULED_MARGIN_S))
+    async def _usage(self, conn: AsyncConnection, now: datetime, limits: Limits, due: int) -> Usage:
+        """Slots, starts in the rate window and calls in each cap's window: one statement."""
+
+        def count(table: Any, *where: Any) -> Any:
+            return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+        active = count(
+            slots,
+            slots.c.lease_until > now,
+            slots.c.acquired_at <= now + timedelta(seconds=SCHEDULED_MARGIN_S),
         )
-        started = await conn.scalar(
-            select(func.count())
-            .select_from(attempts)
-            .where(attempts.c.started_at > now - timedelta(seconds=limits.rate_window_s))
+        started = count(
+            attempts, attempts.c.started_at > now - timedelta(seconds=limits.rate_window_s)
         )
         placed = [
-            await self._placed_since(conn, now - timedelta(seconds=cap.window_s))
+            count(
+                attempts,
+                attempts.c.started_at > now - timedelta(seconds=cap.window_s),
+                self._placed(),
+            )
             for cap in limits.caps
         ]
+        row = (await conn.execute(select(active, started, *placed))).one()
         return Usage(
-            due=await self._count_due(conn, now, limits.limit),
-            active_slots=int(active or 0),
-            started_in_window=int(started or 0),
-            placed_in_caps=tuple(placed),
+            due=due,
+            active_slots=int(row[0] or 0),
+            started_in_window=int(row[1] or 0),
+            placed_in_caps=tuple(int(n or 0) for n in row[2:]),
         )
 
-    async def _placed_since(self, conn: AsyncConnection, since: datetime) -> int:
-        """Calls placed (or possibly placed) since then: 429s and refused connects are not."""
-        found = await conn.scalar(
-            select(func.count())
-            .select_from(attempts)
-            .where(attempts.c.started_at > since, self._placed())
-        )
-        return int(found or 0)
-
-    async def _anything_due(self, now: datetime) -> bool:
-        """A cheap read first, so that idle polling never takes the write lock."""
+    async def _anything_due(self, now: datetime) -> tuple[bool, bool]:
+        """(anything due, anything expired): a cheap read, so idle polling takes no write lock."""
         pending = requests.c.state == State.PENDING
         async with self._read() as conn:
-            due = select(requests.c.request_id).where(
-                pending, or_(requests.c.not_before <= now, requests.c.expires_at <= now)
-            )
-            return bool(await conn.scalar(select(due.exists())))
-
-    async def _count_due(self, conn: AsyncConnection, now: datetime, limit: int) -> int:
-        due = (
-            select(requests.c.request_id)
-            .where(requests.c.state == State.PENDING, requests.c.not_before <= now)
-            .limit(limit)
-            .subquery()
-        )
-        return int(await conn.scalar(select(func.count()).select_from(due)) or 0)
+            due = select(requests.c.request_id).where(pending, requests.c.not_before <= now)
+            expired = select(requests.c.request_id).where(pending, requests.c.expires_at <= now)
+            row = (await conn.execute(select(due.exists(), expired.exists()))).one()
+            return bool(row[0]), bool(row[1])
 
     async def _candidates(self, conn: AsyncConnection, now: datetime, count: int) -> list[Any]:
         """Due rows in claim order, locked (other replicas skip them)."""
@@ -254,7 +251,10 @@ class Claims(Screening, Intake):
         )
         attempt_ids = {r.request_id: int(r.id) for r in inserted}
         claims = [claim_from_row(row, attempt_ids[row.request_id], now) for row in rows]
-        await conn.execute(delete(slots).where(slots.c.request_id.in_(ids)))
+        # Slots whose lease ran out go too (the count above already ignores them).
+        await conn.execute(
+            delete(slots).where(or_(slots.c.request_id.in_(ids), slots.c.lease_until <= now))
+        )
         await conn.execute(insert(slots), [self._slot(c, now, limits.slot_lease_s) for c in claims])
         return claims
 

@@ -39,34 +39,39 @@ class Tracking(LedgerBase):
         yet: an unknown attempt, or a dialing row whose POST answer is still in flight. It is
         announced as queued (reconciled) first, then settled.
         """
-        target = classify_outcome(outcome.status, outcome.completed, outcome.queue_status)
         async with self._write() as conn:
-            row = await self._lock(conn, requests.c.call_id == outcome.call_id)
-            if row is None and request_id is not None:
-                row = await self._adopt_call(conn, request_id, outcome.call_id, now)
-            if row is None:
-                return OutcomeResult(found=False, changed=False)
-            changed = target is not None and row.state in (State.QUEUED, State.UNKNOWN)
-            if target is not None and changed:
-                ev = outcome_event(target, row, outcome, now)
-                await self._move(
-                    conn,
-                    row,
-                    target,
-                    now,
-                    ev,
-                    outcome=outcome_record(outcome),
-                    next_check_at=None,
-                    lease_until=None,
-                )
-            return OutcomeResult(
-                found=True,
-                changed=changed,
-                state=target.value if target is not None and changed else row.state,
-                request_id=row.request_id,
-                correlation_id=row.correlation_id,
-                publisher_webhook=row.publisher_webhook,
+            return await self._record_outcome(conn, outcome, now, request_id)
+
+    async def _record_outcome(
+        self, conn: AsyncConnection, outcome: Outcome, now: datetime, request_id: str | None
+    ) -> OutcomeResult:
+        target = classify_outcome(outcome.status, outcome.completed, outcome.queue_status)
+        row = await self._lock(conn, requests.c.call_id == outcome.call_id)
+        if row is None and request_id is not None:
+            row = await self._adopt_call(conn, request_id, outcome.call_id, now)
+        if row is None:
+            return OutcomeResult(found=False, changed=False)
+        changed = target is not None and row.state in (State.QUEUED, State.UNKNOWN)
+        if target is not None and changed:
+            ev = outcome_event(target, row, outcome, now)
+            await self._move(
+                conn,
+                row,
+                target,
+                now,
+                ev,
+                outcome=outcome_record(outcome),
+                next_check_at=None,
+                lease_until=None,
             )
+        return OutcomeResult(
+            found=True,
+            changed=changed,
+            state=target.value if target is not None and changed else row.state,
+            request_id=row.request_id,
+            correlation_id=row.correlation_id,
+            publisher_webhook=row.publisher_webhook,
+        )
 
     async def _adopt_call(
         self, conn: AsyncConnection, request_id: str, call_id: str, now: datetime

@@ -65,7 +65,7 @@ class OutcomePoller(LedgerRounds):
         now = self.clock()
         next_at = next_look(details, outcome, now, self.settings)
         if next_at is None and outcome is not None:
-            recorded = await settle(self.ledger, self.metrics, outcome, now)
+            recorded = await settle(self.record, self.metrics, outcome, now)
             return recorded.changed
         await self.ledger.postpone_check(tracked.request_id, next_at or now)
         return False

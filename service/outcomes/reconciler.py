@@ -25,7 +25,7 @@ from service.ledger import Ledger, UnknownAttempt
 from service.metrics import Metrics
 from service.outcomes.payloads import is_final, parse_outcome, parse_time
 from service.outcomes.rounds import LedgerRounds
-from service.outcomes.settlement import settle
+from service.outcomes.settlement import RecordOutcome, settle
 from service.outcomes.stops import CallStops
 from service.settings import Settings
 
@@ -89,8 +89,11 @@ class Reconciler(LedgerRounds):
         stops: CallStops,
         clock: Clock = utcnow,
         batch_size: int | None = None,
+        record: RecordOutcome | None = None,
     ) -> None:
-        super().__init__(settings, ledger, bland, metrics, clock=clock, batch_size=batch_size)
+        super().__init__(
+            settings, ledger, bland, metrics, clock=clock, batch_size=batch_size, record=record
+        )
         self.stops = stops
 
     @staticmethod
@@ -206,7 +209,7 @@ class Reconciler(LedgerRounds):
         log.info("unknown_outcome_matched", request_id=attempt.request_id, call_id=call_id)
         outcome = parse_outcome(call, "poll")
         if outcome is not None and is_final(outcome):  # it is over already: settle it now
-            await settle(self.ledger, self.metrics, outcome, now)
+            await settle(self.record, self.metrics, outcome, now)
 
     async def _postpone(self, attempt: UnknownAttempt) -> None:
         """Look again later, thinning out, but exactly at the end of the grace period once."""

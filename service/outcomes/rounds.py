@@ -11,6 +11,7 @@ from service.bland.client import BlandClient
 from service.clock import Clock, utcnow
 from service.ledger import Ledger
 from service.metrics import Metrics
+from service.outcomes.settlement import RecordOutcome
 from service.periodic import Periodic
 from service.settings import Settings
 
@@ -31,6 +32,7 @@ class LedgerRounds(Periodic):
         *,
         clock: Clock = utcnow,
         batch_size: int | None = None,
+        record: RecordOutcome | None = None,
     ) -> None:
         super().__init__(
             self.round_name,
@@ -40,6 +42,8 @@ class LedgerRounds(Periodic):
         )
         self.settings = settings
         self.ledger = ledger
+        # How an outcome is recorded: the dispatcher's hands the freed slot on at once.
+        self.record = record or ledger.record_outcome
         self.bland = bland
         self.metrics = metrics
         self.clock = clock

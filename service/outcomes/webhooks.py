@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +17,7 @@ from service.ledger import Ledger, Outcome, OutcomeResult
 from service.metrics import Metrics
 from service.outcomes.forwarding import WebhookForwarder
 from service.outcomes.payloads import is_final, parse_outcome, request_id_of
-from service.outcomes.settlement import settle
+from service.outcomes.settlement import RecordOutcome, settle
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -67,11 +66,11 @@ class WebhookIntake:
         *,
         clock: Clock = utcnow,
         forward_transport: httpx.AsyncBaseTransport | None = None,
-        on_settled: Callable[[], None] | None = None,
+        record: RecordOutcome | None = None,
     ) -> None:
         self.settings = settings
-        # A settled call frees its concurrency slot: the dispatcher's wake, handed in.
-        self.on_settled = on_settled
+        # A settled call frees its concurrency slot: the dispatcher's record hands it on at once.
+        self.record = record or ledger.record_outcome
         self.ledger = ledger
         self.metrics = metrics
         self.clock = clock
@@ -100,14 +99,12 @@ class WebhookIntake:
             return self._count(WebhookResult("ignored", 200))
         try:
             recorded = await settle(
-                self.ledger, self.metrics, outcome, self.clock(), request_id=request_id_of(outcome)
+                self.record, self.metrics, outcome, self.clock(), request_id=request_id_of(outcome)
             )
         except StoreUnavailableError as exc:  # not 2xx: Bland delivers it again later
             log.warning("webhook_not_recorded", call_id=outcome.call_id, error=str(exc))
             return self._count(WebhookResult("unavailable", 503))
         result = self._result(outcome, recorded)
-        if recorded.changed and self.on_settled is not None:
-            self.on_settled()
         if recorded.changed and recorded.publisher_webhook:
             self._forwarder.start(recorded.publisher_webhook, raw_body, signature or "")
         return self._count(result)

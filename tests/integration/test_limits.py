@@ -13,7 +13,7 @@ from schemas.events import CallDeferred, CallExpired, CallSuppressed
 from service.dialing.admission import admit, settings_limits
 from service.dialing.compliance import rules_from, screen_round
 from service.dialing.windows import zone
-from service.ledger import Admission, Claim, Ledger, NewCall
+from service.ledger import Admission, Claim, Ledger, NewCall, Outcome
 from service.ledger.records import Candidate, NumberFacts, Screened
 from service.settings import Settings
 from tests.support.ledger import events, row
@@ -267,3 +267,25 @@ async def test_two_campaigns_share_by_weight(ledger: Ledger) -> None:
     taken = await r.ids(t0 + timedelta(seconds=2), limit=100)
     from_b = sum(1 for rid in taken if rid.startswith("b"))
     assert 70 <= from_b <= 80  # weight 3 against 1: three quarters
+
+
+async def test_a_settled_call_hands_its_slot_to_the_next_request_in_one_commit(
+    ledger: Ledger,
+) -> None:
+    r = rounds(ledger, max_concurrent_calls=1)
+    later = "+12125550177"
+    await ledger.accept_calls([call("first", NEW_YORK), call("second", later)], ny(12))
+    assert await r.place(ny(12)) == ["first"]
+    assert await r.ids(ny(12, 0, 1)) == []  # the one slot is taken
+    limits = settings_limits(r.settings, owner="t", limit=20)
+    done = Outcome(call_id="call-first", status="completed", completed=True)
+    recorded, claims, admission = await ledger.settle_and_claim(
+        done, ny(12, 1), limits, admit, r.screen
+    )
+    assert (recorded.changed, recorded.state) == (True, "completed")
+    assert [c.request_id for c in claims] == ["second"]
+    assert admission.admitted == 1
+    assert (await row(ledger, "second")).state == "dialing"
+    # A replay changes nothing and claims nothing.
+    again, none, _ = await ledger.settle_and_claim(done, ny(12, 2), limits, admit, r.screen)
+    assert (again.changed, none) == (False, [])
