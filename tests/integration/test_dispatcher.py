@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from schemas.envelope import DialerOptions
 from schemas.events import parse_event
-from service.dialing.dispatcher import call_body
+from service.dialing.results import call_body
 from service.ledger import Claim, Ledger, NewCall
 from service.ledger.tables import outbox
 from service.metrics import Metrics
