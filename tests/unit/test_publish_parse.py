@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas.envelope import content_request_id
-from service.commands.publish import (
+from service.commands.requests import (
     InputError,
     detect_format,
     parse_requests,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.commands.publish import read_requests
+from service.commands.requests import read_requests
 from service.commands.rows import HeaderError, column_name, csv_records, header_delimiter
 
 
