@@ -8,7 +8,8 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 import structlog
@@ -79,6 +80,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
+        self._reserved = 0  # connections counted as taken by claims being written
         self._task: asyncio.Task[None] | None = None
         self.rules = rules_from(settings)
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
@@ -180,33 +182,53 @@ class Dispatcher:
             self.on_events()
             self.wake()
             return accepted
-        accepted, claims, admission = await self.ledger.accept_and_claim(
-            calls, now, self._limits(room), admit, self.screen
-        )
+        with self._reserving(room):
+            accepted, claims, admission = await self.ledger.accept_and_claim(
+                calls, now, self._limits(room), admit, self.screen
+            )
+            self.submit(claims)
         self.results.observe(admission)
         self.on_events()
-        self.submit(claims)
         return accepted
 
     async def settle(
         self, outcome: Outcome, now: datetime, *, request_id: str | None = None
     ) -> OutcomeResult:
-        """Record an outcome; the slot it frees goes to the next due request in the same commit."""
-        room = self._claim_room()
+        """Record an outcome; the slot it frees goes to the next due request in the same commit.
+
+        One request per outcome (the one slot freed), never one for Bland's batch API (those
+        go out in the dial loop's rounds, many to a batch); anything more is the loop's.
+        """
+        room = min(1, self._claim_room())
         if room <= 0:
             recorded = await self.ledger.record_outcome(outcome, now, request_id=request_id)
+            claims: list[Claim] = []
+        else:
+            with self._reserving(room):
+                recorded, claims, admission = await self.ledger.settle_and_claim(
+                    outcome, now, self._limits(room), admit, self.screen, request_id=request_id
+                )
+                self.submit(claims)
             if recorded.changed:
-                self.on_events()
-                self.wake()
-            return recorded
-        recorded, claims, admission = await self.ledger.settle_and_claim(
-            outcome, now, self._limits(room), admit, self.screen, request_id=request_id
-        )
+                self.results.observe(admission)
         if recorded.changed:
-            self.results.observe(admission)
             self.on_events()
-        self.submit(claims)
+            if len(claims) < room or room == 0:
+                self.wake()
         return recorded
+
+    @contextmanager
+    def _reserving(self, room: int) -> Iterator[None]:
+        """Count `room` as taken while a claim is written, until its POSTs are tracked.
+
+        Claims made at once (the loop, intake, outcomes) never exceed the free connections:
+        a POST waiting for a connection could outlast the stale-claim sweep.
+        """
+        self._reserved += room
+        try:
+            yield
+        finally:
+            self._reserved -= room
 
     def _claim_room(self) -> int:
         """Claims a write outside the loop may make now: none while stopped, stopping or held."""
@@ -252,7 +274,7 @@ class Dispatcher:
             stopping.cancel()
 
     def _room_now(self) -> int:
-        room = self.settings.bland_pool_size - len(self._inflight)
+        room = self.settings.bland_pool_size - len(self._inflight) - self._reserved
         return min(self.settings.dispatch_batch_size, room)
 
     async def run_once(self) -> tuple[int, bool]:
@@ -262,11 +284,12 @@ class Dispatcher:
         limit = self._room_now()
         if limit <= 0:
             return 0, True
-        claims, admission = await self.ledger.claim_due(
-            self.clock(), self._limits(limit), admit, self.screen
-        )
+        with self._reserving(limit):
+            claims, admission = await self.ledger.claim_due(
+                self.clock(), self._limits(limit), admit, self.screen
+            )
+            self.submit(claims)
         self.results.observe(admission)
-        self.submit(claims)
         return len(claims), len(claims) == limit and admission.limited_by is None
 
     def submit(self, claims: Sequence[Claim]) -> None:

@@ -55,13 +55,16 @@ class Ledger(Claims, Batches, Attempts, Handoffs, OutboxStore, Purging):
 
         The freed slot goes to the next due request at once: no moment in which the slot
         is free in the ledger while due work waits, and one commit fewer before the POST.
+        Rows for Bland's batch API are left to claim_due (one Bland batch per row would not do).
         """
 
         async def work(conn: AsyncConnection) -> tuple[OutcomeResult, list[Claim], Admission]:
             recorded = await self._record_outcome(conn, outcome, now, request_id)
             if not recorded.changed:
                 return recorded, [], Admission(admitted=0, limited_by=None)
-            claims, admission = await self._claim(conn, now, limits, admit, screen, expire=False)
+            claims, admission = await self._claim(
+                conn, now, limits, admit, screen, expire=False, singles_only=True
+            )
             return recorded, claims, admission
 
         return await self._retrying(work)

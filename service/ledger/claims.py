@@ -105,13 +105,15 @@ class Claims(Screening, Intake):
         screen: Screen | None,
         *,
         expire: bool = True,
+        singles_only: bool = False,
     ) -> tuple[list[Claim], Admission]:
         if expire:
             await self._expire(conn, now)
         # Locked before the admission row, so that the mutex is held for fewer statements;
         # other replicas skip these rows.
         rows = await self._candidates(conn, now, limits.limit)
-        if not rows:
+        if not rows or (singles_only and any(r.dispatch == "bland" for r in rows)):
+            # Nothing due, or recipients for Bland's batch API: those go many to a batch.
             return [], Admission(admitted=0, limited_by=None)
         # The cross-replica mutex: counting and taking slots and rate budget is atomic.
         locked = await conn.execute(
