@@ -81,6 +81,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[DialResult]] = set()
         self._reserved = 0  # connections counted as taken by claims being written
+        self._room_freed = asyncio.Event()  # a reservation ended since the round began
         self._task: asyncio.Task[None] | None = None
         self.rules = rules_from(settings)
         metrics.concurrency_cap.set(settings.max_concurrent_calls)
@@ -229,6 +230,7 @@ class Dispatcher:
             yield
         finally:
             self._reserved -= room
+            self._room_freed.set()
 
     def _claim_room(self) -> int:
         """Claims a write outside the loop may make now: none while stopped, stopping or held."""
@@ -266,12 +268,13 @@ class Dispatcher:
         self._wake.clear()
 
     async def _await_room(self) -> None:
-        """Every connection is busy: wait for one POST to finish (or stop)."""
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        """Every connection is busy or reserved: wait for a POST or a claim to finish (or stop)."""
+        waits = {asyncio.ensure_future(e.wait()) for e in (self._stopping, self._room_freed)}
         try:
-            await asyncio.wait({*self._inflight, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*self._inflight, *waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
+            for wait in waits:
+                wait.cancel()
 
     def _room_now(self) -> int:
         room = self.settings.bland_pool_size - len(self._inflight) - self._reserved
@@ -281,6 +284,7 @@ class Dispatcher:
         """Claim one round and start its POSTs; (claimed, whether more may be due right now)."""
         if time.monotonic() < self.results.hold_until:
             return 0, False
+        self._room_freed.clear()  # a claim elsewhere that ends from here on ends _await_room
         limit = self._room_now()
         if limit <= 0:
             return 0, True
