@@ -48,7 +48,7 @@ async def drain(args: argparse.Namespace) -> dict[str, float]:
         limits=httpx.Limits(max_connections=PREFETCH, max_keepalive_connections=PREFETCH),
     )
     done = asyncio.Event()
-    seen = 0
+    seen = failed = 0
     async with connection, client:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=PREFETCH)
@@ -69,11 +69,14 @@ async def drain(args: argparse.Namespace) -> dict[str, float]:
             )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal seen
-            if args.mode == "naive":
-                await naive(message)
-            else:
-                json.loads(message.body)
+            nonlocal seen, failed
+            try:
+                await naive(message) if args.mode == "naive" else json.loads(message.body)
+            except (httpx.HTTPError, aio_pika.exceptions.AMQPError):
+                # Unacked, a failed message held its slot forever and the drain never ended.
+                failed += 1
+                await message.nack(requeue=True)
+                return
             await message.ack()
             seen += 1
             if seen >= args.count:
@@ -86,7 +89,8 @@ async def drain(args: argparse.Namespace) -> dict[str, float]:
         seconds = time.perf_counter() - started
         cpu_s = process_cpu_s() - cpu_before
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"count": seen, "seconds": seconds, "cpu_s": cpu_s, "peak_rss_mib": peak_mib}
+    figures = {"count": seen, "seconds": seconds, "cpu_s": cpu_s, "peak_rss_mib": peak_mib}
+    return {**figures, "failed_then_requeued": failed}
 
 
 def main() -> int:

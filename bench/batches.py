@@ -7,6 +7,7 @@ Each row runs `dialer serve` against a zero-latency sandbox and counts the servi
 queued. The baseline is 1,000 single `call.create` requests, one POST each, in the same run.
 The last rows time one `batch.create` of 10,000 recipients (the seed's shape) from publish to
 `batch.accepted`, next to raw aio-pika publishing and consuming the same message.
+`make bench` runs it as its "batches" rows (bench/suite.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
-from bench.common import counter, numbers, publish
+from bench.common import Run, counter, numbers, publish
 from bench.rig import Rig, Service
 from service.bus.connection import broker_answers
 
@@ -50,6 +52,8 @@ class Row:
     create_call: float
     create_batch: float
     seconds: float
+    cpu_s: float | None = None
+    peak_rss_mib: float | None = None
 
     @property
     def per_1000(self) -> float:
@@ -79,25 +83,35 @@ Publish = Callable[[str, str], Awaitable[None]]  # (amqp url, requests exchange)
 Done = Callable[[str], bool]  # metrics text -> finished
 
 
-async def scenario(
-    rig: Rig, name: str, env: dict[str, str], send: Publish, done: Done
-) -> tuple[str, float]:
-    """Run one service until `done`; its final metrics and the seconds from the publish."""
+@dataclass(frozen=True)
+class Ended:
+    """How one service's scenario ended: its metrics, the seconds and what it cost."""
+
+    metrics: str
+    seconds: float
+    cpu_s: float | None
+    peak_rss_mib: float | None
+
+
+async def scenario(rig: Rig, name: str, env: dict[str, str], send: Publish, done: Done) -> Ended:
+    """Run one service until `done`; its final metrics, the seconds and CPU from the publish."""
     service = Service(rig, "sqlite", name, {**OPEN_LIMITS, **env})
     try:
         await service.prepare()
         service.start()
         await service.wait_path("/readyz")
-        started = time.perf_counter()
+        cpu_before, started = service.cpu_s(), time.perf_counter()
         await send(rig.amqp_url, service.names.requests)
         while not done(text := await service.metrics()):
             if time.perf_counter() - started > 600:
                 raise RuntimeError(f"{name}: not done after 600 s")
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
+        cpu_after, peak = service.cpu_s(), service.peak_rss_mib()
     finally:
         await service.close()
-    return text, seconds
+    cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
+    return Ended(text, seconds, cpu, peak)
 
 
 def dialed(count: int) -> Done:
@@ -107,14 +121,16 @@ def dialed(count: int) -> Done:
 
 async def api_row(rig: Rig, calls: int, name: str, env: dict[str, str], send: Publish) -> Row:
     """Bland API requests of one way to place `calls` calls."""
-    text, seconds = await scenario(rig, name, env, send, dialed(calls))
+    ended = await scenario(rig, name, env, send, dialed(calls))
     name_of = "dialer_bland_request_seconds_count"
     return Row(
         name,
         calls,
-        counter(text, name_of, CREATE_CALL),
-        counter(text, name_of, CREATE_BATCH),
-        seconds,
+        counter(ended.metrics, name_of, CREATE_CALL),
+        counter(ended.metrics, name_of, CREATE_BATCH),
+        ended.seconds,
+        ended.cpu_s,
+        ended.peak_rss_mib,
     )
 
 
@@ -153,26 +169,43 @@ async def raw_round_trip(url: str, body: bytes) -> float:
     return seconds
 
 
+@dataclass(frozen=True)
+class Figures:
+    """Every row and the intake of one big batch against raw aio-pika."""
+
+    rows: list[Row]
+    recipients: int
+    size_bytes: int
+    intake: Ended
+    raw_s: float
+
+
+async def measure(rig: Rig, calls: int, recipients: int) -> Figures:
+    """Every row, one after the other, on the rig's broker and sandbox."""
+    rows = await api_rows(rig, calls)
+    body = seed_batch(recipients)
+    accepted = 'kind="batch.create",outcome="accepted"'
+    intake = await scenario(
+        rig, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
+        publisher([body], "batch.create"),
+        lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
+    )  # fmt: skip
+    raw_s = await raw_round_trip(rig.amqp_url, body)
+    return Figures(rows, recipients, len(body), intake, raw_s)
+
+
 async def run(args: argparse.Namespace) -> int:
-    """Every row, one after the other, on one broker and one sandbox."""
+    """The standalone command: its own sandbox, every row, the table."""
     if not await broker_answers(args.amqp_url):
         print(f"bench: no broker at {args.amqp_url}", file=sys.stderr)
         return 1
     directory = Path(tempfile.mkdtemp(prefix="dialer-bench-batches-"))
     rig = Rig.start(args.amqp_url, args.postgres_url, directory, profile=False)
     try:
-        rows = await api_rows(rig, args.calls)
-        body = seed_batch(args.recipients)
-        accepted = 'kind="batch.create",outcome="accepted"'
-        _, intake_s = await scenario(
-            rig, "intake", {"DIALER_MAX_CONCURRENT_CALLS": "1"},
-            publisher([body], "batch.create"),
-            lambda text: counter(text, "dialer_requests_consumed_total", accepted) >= 1,
-        )  # fmt: skip
-        raw_s = await raw_round_trip(args.amqp_url, body)
+        figures = await measure(rig, args.calls, args.recipients)
     finally:
         rig.stop()
-    report(rows, args.recipients, len(body), intake_s, raw_s)
+    report(figures)
     return 0
 
 
@@ -198,8 +231,10 @@ async def api_rows(rig: Rig, calls: int) -> list[Row]:
     ]  # fmt: skip
 
 
-def report(rows: list[Row], recipients: int, size: int, intake_s: float, raw_s: float) -> None:
+def report(figures: Figures) -> None:
     """The table, as ratios to the baseline row."""
+    rows, recipients, size = figures.rows, figures.recipients, figures.size_bytes
+    intake_s, raw_s = figures.intake.seconds, figures.raw_s
     base = rows[0].per_1000
     print(f"{'way':38} {'calls':>6} {'/v1/calls':>10} {'/v2/batches':>12} {'per 1,000':>10} {'vs base':>8}")  # fmt: skip
     for row in rows:
@@ -212,6 +247,34 @@ def report(rows: list[Row], recipients: int, size: int, intake_s: float, raw_s: 
     print(f"  publish -> consumed (raw aio-pika)   {raw_s:7.2f} s")
     print(f"  service / raw                        {intake_s / raw_s:7.1f}x")
     print("  (the service's time includes /metrics polling every 20 ms)")
+
+
+def as_runs(figures: Figures) -> list[Run]:
+    """Rows of `make bench`: calls per second, API requests per 1,000 against the baseline."""
+    base = figures.rows[0].per_1000
+    out = []
+    for row in figures.rows:
+        summary = (
+            f"{row.calls / row.seconds:,.0f} calls/s; {row.per_1000:,.0f} API requests "
+            f"per 1,000 calls ({row.per_1000 / base * 100:.1f} % of single)"
+        )
+        extra: dict[str, Any] = {"create_call": row.create_call, "create_batch": row.create_batch}
+        extra.update(api_requests_per_1000=row.per_1000, summary=summary)
+        name = f"batches: {row.name}"
+        out.append(Run(name, row.calls, row.seconds, row.cpu_s, row.peak_rss_mib, extra))
+    intake, raw_s = figures.intake, figures.raw_s
+    summary = (
+        f"{figures.recipients / intake.seconds:,.0f} recipients/s; publish -> batch.accepted "
+        f"{intake.seconds:.2f} s, raw aio-pika {raw_s:.2f} s ({intake.seconds / raw_s:.0f}x)"
+    )
+    extra = {"size_bytes": figures.size_bytes, "intake_s": intake.seconds, "raw_s": raw_s}
+    extra["summary"] = summary
+    kib = figures.size_bytes / 1024
+    name = f"batches: batch.create of {figures.recipients:,} recipients ({kib:,.0f} KiB)"
+    out.append(
+        Run(name, figures.recipients, intake.seconds, intake.cpu_s, intake.peak_rss_mib, extra)
+    )
+    return out
 
 
 def main() -> int:

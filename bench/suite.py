@@ -3,7 +3,8 @@
     python -m bench [--quick] [--rounds 5] [--requests 5000] [--backlog 100000] [--profile]
 
 Throughput rows drain a preloaded queue; the ratio is to baseline B (the naive pipeline) of
-the same round, so the machine's noise hits both alike (median [range] over rounds).
+the same round, so the machine's noise hits both alike (median [range] over rounds). The
+rows measured once (latency, backlog, webhooks, limits, batches) carry their own ratios.
 `BENCH_QUICK=1` or `--quick` is the CI smoke check: tiny counts, one round, nothing asserted.
 """
 
@@ -23,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import batches, limits, scenarios
+from bench.capped import Options
 from bench.common import Run, median_range
 from bench.profiles import print_profiles
 from bench.rig import Rig
@@ -69,7 +71,7 @@ async def rounds(rig: Rig, args: argparse.Namespace) -> list[list[Run]]:
 
 
 async def once(rig: Rig, args: argparse.Namespace, ingest_per_s: float) -> list[Run]:
-    """Latency, backlog and webhook rows, measured once."""
+    """Latency, backlog, webhook, limits and batches rows, measured once."""
     out: list[Run] = []
 
     def wanted(key: str) -> bool:
@@ -89,6 +91,24 @@ async def once(rig: Rig, args: argparse.Namespace, ingest_per_s: float) -> list[
     if wanted("webhooks"):
         out.append(await scenarios.webhooks(rig, "sqlite", args.requests))
         print_progress(out[-1])
+    return out + await limits_and_batches(rig, args)
+
+
+async def limits_and_batches(rig: Rig, args: argparse.Namespace) -> list[Run]:
+    """The limits row (its own capped sandbox, replicas on PostgreSQL) and the batches rows."""
+    out: list[Run] = []
+    if not args.only or "limits" in args.only:
+        replicas = 2 if args.quick else 3
+        options = Options(
+            args.limits_requests, replicas, amqp_url=args.amqp_url, postgres_url=args.postgres_url
+        )
+        out.append(limits.as_run(await limits.measure(options, rig.directory)))
+        print_progress(out[-1])
+    if not args.only or "batches" in args.only:
+        figures = await batches.measure(rig, args.batch_calls, args.batch_recipients)
+        for each in batches.as_runs(figures):
+            out.append(each)
+            print_progress(each)
     return out
 
 
@@ -145,8 +165,10 @@ def table(rows: list[dict[str, Any]], singles: list[Run], raw_per_s: float | Non
 
 
 def single_row(run: Run) -> str:
-    """A row measured once: latency, backlog or webhooks."""
-    if "p50_ms" in run.extra:
+    """A row measured once: latency, backlog, webhooks, limits or batches."""
+    if "summary" in run.extra:
+        what = str(run.extra["summary"])
+    elif "p50_ms" in run.extra:
         what = f"p50 {run.extra['p50_ms']:.0f} ms / p99 {run.extra['p99_ms']:.0f} ms"
     elif "rss_start_mib" in run.extra:
         e = run.extra
@@ -237,7 +259,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--requests", type=int)
     parser.add_argument("--backlog", type=int)
-    parser.add_argument("--only", nargs="*", help="variant keys (e.g. e2e-sqlite latency-sqlite)")
+    parser.add_argument(
+        "--only", nargs="*", help="variant keys (e.g. e2e-sqlite latency-sqlite limits batches)"
+    )
+    parser.add_argument("--limits-requests", type=int, help="calls through the capped sandbox")
+    parser.add_argument("--batch-calls", type=int, help="calls per dispatch mode (batches)")
+    parser.add_argument("--batch-recipients", type=int, help="recipients of the big batch")
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument(
         "--postgres-url",
@@ -255,6 +282,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.requests = args.requests or (200 if args.quick else 5000)
     args.backlog = args.backlog or (1500 if args.quick else 100_000)
+    args.limits_requests = args.limits_requests or (60 if args.quick else 2000)
+    args.batch_calls = args.batch_calls or (100 if args.quick else 1000)
+    args.batch_recipients = args.batch_recipients or (1000 if args.quick else 10_000)
     return args
 
 

@@ -1,10 +1,13 @@
-"""The benchmark suite's pure parts: percentiles, cost per request by backlog, the table."""
+"""The benchmark suite's pure parts: percentiles, backlog cost, the table, limits and batches."""
 
 from __future__ import annotations
 
+from bench import batches, limits
+from bench.capped import Options, Samples
 from bench.common import Run, percentile
+from bench.limits import Processes, Seen
 from bench.scenarios import cost_at_levels
-from bench.suite import summarize, table
+from bench.suite import parse, summarize, table
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -34,3 +37,51 @@ def test_ratios_are_to_baseline_b_of_the_same_round() -> None:
     assert rows["ours"]["peak_rss_mib"] == 95.0
     text = table(list(rows.values()), [], None)
     assert "| ours | 125 [50-200] | 2.00 | 95 | 1.50 [1.00-2.00] |" in text
+
+
+def test_once_rows_with_a_summary_print_it_and_no_ratio_to_b() -> None:
+    run = Run("limits: 3 replicas", 100, 20.0, 2.0, 90.0, {"summary": "5.00 calls/s; at cap 72 %"})
+    assert table([], [run], None).splitlines()[-1] == (
+        "| limits: 3 replicas | 5.00 calls/s; at cap 72 % | 20.00 | 90 | - |"
+    )
+
+
+def test_limits_figures_are_ratios_to_the_caps() -> None:
+    samples = Samples(waiting_at_cap=72, waiting=100, idle_slot_s=4.0, busy_slot_s=96.0)
+    calls: list[dict[str, object]] = [
+        {"created_at": f"2026-12-02T15:00:{i // 5:02d}.{i % 5 * 2}00000+00:00"} for i in range(100)
+    ]
+    seen = Seen({"max_active": 10}, calls, [{"status_code": 200}])
+    figures = limits.figures(Options(requests=100), 20.0, samples, seen, Processes(1.0, 80.0))
+    assert figures["achieved_over_configured"] == 0.25
+    assert figures["violations"] == 0
+    assert figures["busiest_1s_calls"] == 5
+    assert figures["lost_ms_per_call"] == 40.0
+    run = limits.as_run(figures)
+    assert run.per_s == 5.0
+    assert run.cpu_per_1000 == 10.0
+    assert (
+        "achieved/configured 25 %, achieved/bound 88 %, utilisation 96.0 %" in run.extra["summary"]
+    )
+    assert "at cap 72 %, violations 0 (429s 0), lost 40 ms/call" in run.extra["summary"]
+
+
+def test_batches_rows_are_api_requests_per_1000_against_single_calls() -> None:
+    rows = [
+        batches.Row("single call.create (baseline)", 1000, 1000, 0, 10.0, 5.0, 100.0),
+        batches.Row("batch.create, bland (32 per round)", 1000, 0, 34, 5.0, 2.0, 100.0),
+    ]
+    intake = batches.Ended("", 4.0, 3.0, 120.0)
+    runs = batches.as_runs(batches.Figures(rows, 10_000, 1024 * 1024, intake, 0.04))
+    assert [r.extra["summary"] for r in runs] == [
+        "100 calls/s; 1,000 API requests per 1,000 calls (100.0 % of single)",
+        "200 calls/s; 34 API requests per 1,000 calls (3.4 % of single)",
+        "2,500 recipients/s; publish -> batch.accepted 4.00 s, raw aio-pika 0.04 s (100x)",
+    ]
+    assert runs[2].variant == "batches: batch.create of 10,000 recipients (1,024 KiB)"
+
+
+def test_quick_mode_shrinks_the_limits_and_batches_counts() -> None:
+    args = parse(["--quick", "--only", "limits", "batches"])
+    assert (args.limits_requests, args.batch_calls, args.batch_recipients) == (60, 100, 1000)
+    assert parse([]).limits_requests == 2000
